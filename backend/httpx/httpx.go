@@ -1,0 +1,253 @@
+// Package httpx holds the HTTP plumbing shared by the Snyk client and the SCM
+// validators: a TLS client that trusts an operator-supplied CA bundle, and a
+// retry loop that honours Retry-After and keeps the total wait bounded.
+//
+// Nothing here logs a header or a body: callers pass requests that carry
+// credentials, and only the method, the URL path and the status are ever logged.
+package httpx
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+)
+
+// NewClient returns an HTTP client that trusts the system roots plus the PEM
+// bundle in caPEM (which may be empty). timeout bounds each single attempt.
+func NewClient(caPEM string, timeout time.Duration) (*http.Client, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if strings.TrimSpace(caPEM) != "" {
+		if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+			return nil, errors.New("ca_cert contains no PEM-encoded certificate")
+		}
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	// Proxies from the environment stay honoured: a corporate egress proxy is
+	// the usual way a Vault cluster reaches Snyk.
+	return &http.Client{
+		Transport: transport,
+		Timeout:   timeout,
+		// Never follow a redirect blindly with credentials attached: Azure's
+		// sign-in redirects and http:// downgrades must surface as failures.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, nil
+}
+
+// RetryPolicy bounds how often and how long a call is retried.
+type RetryPolicy struct {
+	// MaxAttempts is the total number of attempts, the first included.
+	MaxAttempts int
+	// BaseDelay is the first back-off after a 5xx (doubled each time).
+	BaseDelay time.Duration
+	// RateLimitDelay is the first wait after a 429 that carries no
+	// Retry-After. Snyk documents a one-minute window that every further
+	// request extends, so this should not be short in production.
+	RateLimitDelay time.Duration
+	// MaxDelay caps any single wait, Retry-After included.
+	MaxDelay time.Duration
+	// MaxTotalWait caps the sum of all waits of one call; when the next wait
+	// would exceed it, the last response is returned as is.
+	MaxTotalWait time.Duration
+
+	// Sleep and Now are injectable for tests.
+	Sleep func(ctx context.Context, d time.Duration) error
+	Now   func() time.Time
+	// Logger receives one debug line per retry (method, path, status, wait).
+	Logger hclog.Logger
+}
+
+// DefaultRetryPolicy suits interactive Vault requests: a caller waits at most
+// about a minute for upstream throttling to clear.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{
+		MaxAttempts:    5,
+		BaseDelay:      500 * time.Millisecond,
+		RateLimitDelay: 10 * time.Second,
+		MaxDelay:       30 * time.Second,
+		MaxTotalWait:   60 * time.Second,
+	}
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	d := DefaultRetryPolicy()
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = d.MaxAttempts
+	}
+	if p.BaseDelay <= 0 {
+		p.BaseDelay = d.BaseDelay
+	}
+	if p.RateLimitDelay <= 0 {
+		p.RateLimitDelay = d.RateLimitDelay
+	}
+	if p.MaxDelay <= 0 {
+		p.MaxDelay = d.MaxDelay
+	}
+	if p.MaxTotalWait < 0 {
+		p.MaxTotalWait = 0
+	}
+	if p.Sleep == nil {
+		p.Sleep = SleepContext
+	}
+	if p.Now == nil {
+		p.Now = time.Now
+	}
+	if p.Logger == nil {
+		p.Logger = hclog.NewNullLogger()
+	}
+	return p
+}
+
+// SleepContext waits for d or until ctx is done.
+func SleepContext(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// ErrOutcomeUnknown marks a failure after which the upstream may or may not
+// have applied a non-idempotent request (the connection broke or timed out
+// after the request was sent). Callers must not blindly repeat such a call.
+var ErrOutcomeUnknown = errors.New("upstream outcome unknown")
+
+// Do sends the request built by newReq, retrying on 429 and 5xx responses.
+// newReq is called once per attempt because a request body can be read only
+// once. Transport errors are retried only when idempotent is true; otherwise
+// they are returned wrapped in ErrOutcomeUnknown.
+//
+// On success or on a non-retryable status the response is returned with its
+// body open. When the retry budget runs out, the last 429/5xx response is
+// returned (not an error) so the caller can surface the upstream's message.
+func (p RetryPolicy) Do(ctx context.Context, client *http.Client, idempotent bool, newReq func(context.Context) (*http.Request, error)) (*http.Response, error) {
+	p = p.withDefaults()
+	var waited time.Duration
+	for attempt := 1; ; attempt++ {
+		req, err := newReq(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if !idempotent {
+				return nil, fmt.Errorf("%w: %s %s: %v", ErrOutcomeUnknown, req.Method, req.URL.Path, scrubError(err))
+			}
+			wait := backoff(p.BaseDelay, attempt, p.MaxDelay)
+			if attempt >= p.MaxAttempts || waited+wait > p.MaxTotalWait {
+				return nil, fmt.Errorf("%s %s: %v", req.Method, req.URL.Path, scrubError(err))
+			}
+			p.Logger.Debug("retrying after transport error", "method", req.Method, "path", req.URL.Path, "wait", wait)
+			if err := p.Sleep(ctx, wait); err != nil {
+				return nil, err
+			}
+			waited += wait
+			continue
+		}
+		if !Retryable(resp.StatusCode) {
+			return resp, nil
+		}
+		wait, ok := RetryAfter(resp.Header, p.Now())
+		if !ok {
+			if resp.StatusCode == http.StatusTooManyRequests {
+				wait = backoff(p.RateLimitDelay, attempt, p.MaxDelay)
+			} else {
+				wait = backoff(p.BaseDelay, attempt, p.MaxDelay)
+			}
+		}
+		if wait > p.MaxDelay {
+			wait = p.MaxDelay
+		}
+		if attempt >= p.MaxAttempts || waited+wait > p.MaxTotalWait {
+			p.Logger.Debug("giving up retrying", "method", req.Method, "path", req.URL.Path, "status", resp.StatusCode, "attempts", attempt, "waited", waited)
+			return resp, nil
+		}
+		// Drain so the connection can be reused.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		p.Logger.Debug("retrying", "method", req.Method, "path", req.URL.Path, "status", resp.StatusCode, "wait", wait)
+		if err := p.Sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+		waited += wait
+	}
+}
+
+// Retryable reports whether a status is worth retrying: rate limiting and
+// server-side failures. 4xx errors other than 429 never are.
+func Retryable(status int) bool {
+	return status == http.StatusTooManyRequests || (status >= 500 && status <= 599)
+}
+
+// RetryAfter parses a Retry-After header given either as delay-seconds or as
+// an HTTP date. ok is false when the header is absent or unparseable.
+func RetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		return time.Duration(secs * float64(time.Second)), true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		d := t.Sub(now)
+		if d < 0 {
+			d = 0
+		}
+		return d, true
+	}
+	return 0, false
+}
+
+func backoff(base time.Duration, attempt int, max time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt; i++ {
+		d *= 2
+		if d >= max {
+			return max
+		}
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// scrubError keeps the error's text but never a URL query (which for some
+// SCMs may carry a token); the standard library's url.Error includes the URL.
+func scrubError(err error) string {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner.Error()
+		}
+	}
+	return err.Error()
+}
+
+// ReadBody reads at most limit bytes of a response body and closes it.
+func ReadBody(resp *http.Response, limit int64) ([]byte, error) {
+	defer resp.Body.Close()
+	return io.ReadAll(io.LimitReader(resp.Body, limit))
+}
