@@ -1,0 +1,196 @@
+// Package backend is the Snyk Broker secrets engine: it holds the Snyk
+// credential, turns an org's SCM integration into a brokered one, keeps the
+// Broker token, and serves it with the SCM credential as a leased bundle.
+package backend
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/httpx"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
+)
+
+// Version is reported to Vault as the plugin's RunningVersion. The plugin's
+// main package sets it from a value stamped in with -ldflags.
+var Version = "v0.0.0-dev"
+
+const backendHelp = `
+The Snyk secrets engine manages Snyk Broker tokens.
+
+It holds a Snyk credential (config), enables Broker on an organization's SCM
+integration and keeps its Broker token (integrations/<org>/<scm>), validates
+the SCM credential the Broker client needs, and serves both as one leased
+bundle with a ready-to-render environment map (broker/<org>/<scm>).
+`
+
+// operationPrefix drives the OpenAPI operation IDs (e.g. snyk-read-broker-token).
+const operationPrefix = "snyk"
+
+// Factory is the entry point Vault calls to create a mount of this engine.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend(Options{})
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Options are the test seams of the engine; the zero value is production.
+type Options struct {
+	// Now is the engine's clock.
+	Now func() time.Time
+	// Retry overrides the retry policy of upstream calls.
+	Retry *httpx.RetryPolicy
+}
+
+type backend struct {
+	*framework.Backend
+
+	opts Options
+	now  func() time.Time
+
+	// clientMu guards the cached Snyk client, which is built from the stored
+	// config on first use and dropped when the config changes (locally or, on
+	// a replica, through Invalidate).
+	clientMu sync.RWMutex
+	client   *snyk.Client
+
+	// integrationLocks serialize every read-modify-write of one integration:
+	// writes, rotations and deletes. Reads of the broker secret do not take
+	// them: storage writes are atomic, so a read sees either the old or the
+	// new entry, never a mix.
+	integrationLocks []*locksutil.LockEntry
+}
+
+func newBackend(opts Options) *backend {
+	b := &backend{
+		opts:             opts,
+		now:              opts.Now,
+		integrationLocks: locksutil.CreateLocks(),
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	b.Backend = &framework.Backend{
+		Help:        strings.TrimSpace(backendHelp),
+		BackendType: logical.TypeLogical,
+		PathsSpecial: &logical.Paths{
+			// Seal-wrap everything that holds a credential: the Snyk
+			// credential and every integration (Broker and SCM tokens).
+			SealWrapStorage: []string{
+				configStoragePath,
+				integrationStoragePrefix,
+			},
+			// WALs describe in-flight upstream calls of this cluster only.
+			LocalStorage: []string{
+				framework.WALPrefix,
+			},
+		},
+		Paths: framework.PathAppend(
+			pathConfig(b),
+			pathIntegrations(b),
+			pathBroker(b),
+			pathSCMValidate(b),
+		),
+		Secrets: []*framework.Secret{
+			secretBrokerToken(b),
+		},
+		Invalidate:        b.invalidate,
+		WALRollback:       b.walRollback,
+		WALRollbackMinAge: walRollbackMinAge,
+		RunningVersion:    Version,
+	}
+	return b
+}
+
+func (b *backend) invalidate(_ context.Context, key string) {
+	if key == configStoragePath {
+		b.resetClient()
+	}
+}
+
+func (b *backend) resetClient() {
+	b.clientMu.Lock()
+	defer b.clientMu.Unlock()
+	b.client = nil
+}
+
+// snykClient returns the cached client for the stored config, building it on
+// first use. It returns (nil, nil) when the engine is not configured.
+func (b *backend) snykClient(ctx context.Context, s logical.Storage) (*snyk.Client, error) {
+	b.clientMu.RLock()
+	c := b.client
+	b.clientMu.RUnlock()
+	if c != nil {
+		return c, nil
+	}
+
+	b.clientMu.Lock()
+	defer b.clientMu.Unlock()
+	if b.client != nil {
+		return b.client, nil
+	}
+	cfg, err := getConfig(ctx, s)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	c, err = b.newSnykClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.client = c
+	return c, nil
+}
+
+func (b *backend) newSnykClient(cfg *snykConfig) (*snyk.Client, error) {
+	return snyk.NewClient(snyk.Config{
+		APIURL: cfg.effectiveAPIURL(),
+		Credential: snyk.Credential{
+			APIToken:     cfg.APIToken,
+			ClientID:     cfg.ClientID,
+			ClientSecret: cfg.ClientSecret,
+		},
+		CACert:         cfg.CACert,
+		RequestTimeout: cfg.RequestTimeout,
+		Retry:          b.retryPolicy(),
+		Logger:         b.Logger().Named("snyk"),
+		Now:            b.now,
+	})
+}
+
+func (b *backend) retryPolicy() httpx.RetryPolicy {
+	if b.opts.Retry != nil {
+		p := *b.opts.Retry
+		if p.Logger == nil {
+			p.Logger = b.Logger().Named("http")
+		}
+		return p
+	}
+	p := httpx.DefaultRetryPolicy()
+	p.Logger = b.Logger().Named("http")
+	return p
+}
+
+// lockIntegration takes the write lock of one integration.
+func (b *backend) lockIntegration(name, scmKind string) func() {
+	l := locksutil.LockForKey(b.integrationLocks, integrationStorageKey(name, scmKind))
+	l.Lock()
+	return l.Unlock
+}
+
+// logger returns the engine's logger, falling back to a null logger before
+// Setup ran (unit tests construct the backend directly).
+func (b *backend) log() hclog.Logger {
+	if l := b.Logger(); l != nil {
+		return l
+	}
+	return hclog.NewNullLogger()
+}

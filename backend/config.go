@@ -1,0 +1,112 @@
+package backend
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
+)
+
+const configStoragePath = "config"
+
+// Defaults of the mount-wide settings (interface.md, `config`).
+const (
+	defaultTTL            = time.Hour
+	defaultRotationPeriod = 2160 * time.Hour // Snyk's 90-day advice
+	defaultProvisionAhead = time.Hour
+	defaultRequestTimeout = 30 * time.Second
+)
+
+// snykConfig is the stored form of `config`. It holds the Snyk credential and
+// is therefore seal-wrapped.
+type snykConfig struct {
+	APIToken     string `json:"api_token,omitempty"`
+	ClientID     string `json:"client_id,omitempty"`
+	ClientSecret string `json:"client_secret,omitempty"`
+
+	Region          string `json:"region"`
+	APIURL          string `json:"api_url,omitempty"`
+	BrokerServerURL string `json:"broker_server_url,omitempty"`
+	CACert          string `json:"ca_cert,omitempty"`
+
+	TTL            time.Duration `json:"ttl"`
+	RotationPeriod time.Duration `json:"rotation_period"`
+	ProvisionAhead time.Duration `json:"provision_ahead"`
+	RequestTimeout time.Duration `json:"request_timeout"`
+	SkipVerify     bool          `json:"skip_verify"`
+}
+
+func defaultConfig() *snykConfig {
+	return &snykConfig{
+		Region:         snyk.DefaultRegion,
+		TTL:            defaultTTL,
+		RotationPeriod: defaultRotationPeriod,
+		ProvisionAhead: defaultProvisionAhead,
+		RequestTimeout: defaultRequestTimeout,
+	}
+}
+
+const (
+	authMethodAPIToken = "api_token"
+	authMethodOAuth    = "oauth_client_credentials"
+)
+
+func (c *snykConfig) authMethod() string {
+	if c.APIToken != "" {
+		return authMethodAPIToken
+	}
+	return authMethodOAuth
+}
+
+// fingerprint identifies the credential without revealing it, so operators can
+// tell which credential is configured (and compare across clusters).
+func (c *snykConfig) fingerprint() string {
+	material := c.APIToken
+	if material == "" {
+		material = c.ClientID + ":" + c.ClientSecret
+	}
+	sum := sha256.Sum256([]byte(material))
+	return "sha256:" + hex.EncodeToString(sum[:6])
+}
+
+func (c *snykConfig) effectiveAPIURL() string {
+	if c.APIURL != "" {
+		return c.APIURL
+	}
+	return snyk.Regions[c.Region].APIURL
+}
+
+func (c *snykConfig) effectiveBrokerServerURL() string {
+	if c.BrokerServerURL != "" {
+		return c.BrokerServerURL
+	}
+	return snyk.Regions[c.Region].BrokerServerURL
+}
+
+func getConfig(ctx context.Context, s logical.Storage) (*snykConfig, error) {
+	entry, err := s.Get(ctx, configStoragePath)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	cfg := defaultConfig()
+	if err := entry.DecodeJSON(cfg); err != nil {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	return cfg, nil
+}
+
+func putConfig(ctx context.Context, s logical.Storage, cfg *snykConfig) error {
+	entry, err := logical.StorageEntryJSON(configStoragePath, cfg)
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, entry)
+}

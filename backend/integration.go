@@ -1,0 +1,339 @@
+package backend
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/rotation"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm"
+)
+
+const integrationStoragePrefix = "integrations/"
+
+// Rotation states reported on the integration (interface.md).
+const (
+	// stateActive: Vault holds the current token and no provisional one.
+	stateActive = "active"
+	// stateProvisioned: a provisional token is held and waits for its
+	// scheduled switch (also the state of an adopted integration).
+	stateProvisioned = "provisioned"
+	// stateSwitchPending: the switch is due or was attempted and not
+	// confirmed; the still-valid old token is served meanwhile.
+	stateSwitchPending = "switch_pending"
+)
+
+// How Vault came to hold the integration's token.
+const (
+	sourceImported = "imported" // broker_token written by the operator
+	sourceEnabled  = "enabled"  // returned by Snyk when Vault enabled Broker
+	sourceAdopted  = "adopted"  // provisional token of an already-brokered integration
+	sourceRotated  = "rotated"  // switched in by a rotation
+)
+
+// integrationEntry is the stored form of integrations/<name>/<scm>. It holds
+// the Broker and SCM credentials and is therefore seal-wrapped.
+type integrationEntry struct {
+	Name          string `json:"name"`
+	SCM           string `json:"scm"`
+	OrgID         string `json:"org_id"`
+	IntegrationID string `json:"integration_id"`
+
+	SCMToken        string `json:"scm_token,omitempty"`
+	SCMUsername     string `json:"scm_username,omitempty"`
+	SCMPassword     string `json:"scm_password,omitempty"`
+	SCMURL          string `json:"scm_url,omitempty"`
+	SCMAPIURL       string `json:"scm_api_url,omitempty"`
+	AzureOrg        string `json:"azure_org,omitempty"`
+	BrokerClientURL string `json:"broker_client_url,omitempty"`
+
+	SkipSCMValidation bool      `json:"skip_scm_validation"`
+	SCMScopes         []string  `json:"scm_scopes,omitempty"`
+	SCMTokenExpiresAt time.Time `json:"scm_token_expires_at,omitempty"`
+	SCMValidatedAt    time.Time `json:"scm_validated_at,omitempty"`
+
+	// CurrentToken is the token Snyk currently routes by, as far as Vault
+	// knows; empty for an adopted integration until its first switch.
+	CurrentToken string `json:"current_token,omitempty"`
+	// ProvisionalToken is held between provision-token and switch-token.
+	ProvisionalToken string    `json:"provisional_token,omitempty"`
+	ProvisionedAt    time.Time `json:"provisioned_at,omitempty"`
+	TokenSource      string    `json:"token_source"`
+
+	// Per-integration overrides; zero values inherit the config defaults.
+	TTL                      time.Duration `json:"ttl,omitempty"`
+	RotationPeriod           time.Duration `json:"rotation_period,omitempty"`
+	RotationSchedule         string        `json:"rotation_schedule,omitempty"`
+	RotationWindow           time.Duration `json:"rotation_window,omitempty"`
+	ProvisionAhead           time.Duration `json:"provision_ahead,omitempty"`
+	DisableAutomatedRotation bool          `json:"disable_automated_rotation"`
+
+	RotationState     string    `json:"rotation_state"`
+	LastVaultRotation time.Time `json:"last_vault_rotation,omitempty"`
+	NextVaultRotation time.Time `json:"next_vault_rotation,omitempty"`
+	LastRotationError string    `json:"last_rotation_error,omitempty"`
+	CreatedAt         time.Time `json:"created_at"`
+}
+
+func integrationStorageKey(name, scmKind string) string {
+	return integrationStoragePrefix + name + "/" + scmKind
+}
+
+func getIntegration(ctx context.Context, s logical.Storage, name, scmKind string) (*integrationEntry, error) {
+	entry, err := s.Get(ctx, integrationStorageKey(name, scmKind))
+	if err != nil {
+		return nil, fmt.Errorf("reading integration %s/%s: %w", name, scmKind, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	var e integrationEntry
+	if err := entry.DecodeJSON(&e); err != nil {
+		return nil, fmt.Errorf("decoding integration %s/%s: %w", name, scmKind, err)
+	}
+	return &e, nil
+}
+
+func putIntegration(ctx context.Context, s logical.Storage, e *integrationEntry) error {
+	entry, err := logical.StorageEntryJSON(integrationStorageKey(e.Name, e.SCM), e)
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, entry)
+}
+
+// servedToken is the token every Broker client must run with now. An adopted
+// integration has only the provisional token: Vault holds no other.
+func (e *integrationEntry) servedToken() string {
+	if e.CurrentToken != "" {
+		return e.CurrentToken
+	}
+	return e.ProvisionalToken
+}
+
+func (e *integrationEntry) apiURL() string {
+	if e.SCMAPIURL != "" {
+		return e.SCMAPIURL
+	}
+	return scm.DefaultAPIURL(e.SCM, e.SCMURL)
+}
+
+// policy is an integration's effective rotation settings: its overrides on
+// top of the mount's defaults.
+type policy struct {
+	TTL                      time.Duration
+	RotationPeriod           time.Duration
+	RotationSchedule         string
+	RotationWindow           time.Duration
+	ProvisionAhead           time.Duration
+	DisableAutomatedRotation bool
+}
+
+func (e *integrationEntry) policy(cfg *snykConfig) policy {
+	p := policy{
+		TTL:                      cfg.TTL,
+		RotationPeriod:           cfg.RotationPeriod,
+		ProvisionAhead:           cfg.ProvisionAhead,
+		DisableAutomatedRotation: e.DisableAutomatedRotation,
+	}
+	if e.TTL > 0 {
+		p.TTL = e.TTL
+	}
+	if e.ProvisionAhead > 0 {
+		p.ProvisionAhead = e.ProvisionAhead
+	}
+	switch {
+	case e.RotationSchedule != "":
+		p.RotationSchedule = e.RotationSchedule
+		p.RotationWindow = e.RotationWindow
+		p.RotationPeriod = 0
+	case e.RotationPeriod > 0:
+		p.RotationPeriod = e.RotationPeriod
+	}
+	return p
+}
+
+func (p policy) schedule() (*rotation.RotationSchedule, error) {
+	rs := &rotation.RotationSchedule{
+		RotationPeriod:   p.RotationPeriod,
+		RotationSchedule: p.RotationSchedule,
+		RotationWindow:   p.RotationWindow,
+	}
+	if p.RotationSchedule != "" {
+		sched, err := rotation.DefaultScheduler.Parse(p.RotationSchedule)
+		if err != nil {
+			return nil, err
+		}
+		rs.Schedule = sched
+	}
+	return rs, nil
+}
+
+// nextRotation is the first scheduled switch after from.
+func (p policy) nextRotation(from time.Time) (time.Time, error) {
+	rs, err := p.schedule()
+	if err != nil {
+		return time.Time{}, err
+	}
+	return rotation.DefaultScheduler.NextRotationTimeFromInput(rs, from).UTC(), nil
+}
+
+// problems returns what is wrong with the effective policy, each naming the
+// field and the fix.
+func (p policy) problems(now time.Time) []string {
+	var out []string
+	if p.TTL <= 0 {
+		out = append(out, "ttl must be a positive duration such as 1h")
+	}
+	if p.RotationSchedule != "" {
+		if _, err := rotation.DefaultScheduler.Parse(p.RotationSchedule); err != nil {
+			out = append(out, fmt.Sprintf("rotation_schedule %q is not a 5-field cron expression (minute hour day-of-month month day-of-week, UTC), e.g. \"0 3 1 */3 *\": %v", p.RotationSchedule, err))
+			return out
+		}
+		if p.RotationWindow != 0 {
+			if err := rotation.DefaultScheduler.ValidateRotationWindow(int(p.RotationWindow.Seconds())); err != nil {
+				out = append(out, fmt.Sprintf("rotation_window must be at least 1h (3600 seconds), got %s", p.RotationWindow))
+			}
+		}
+		// Provisioning must happen after the previous switch, so provision
+		// ahead has to fit between two consecutive cron times.
+		first, _ := p.nextRotation(now)
+		second, _ := p.nextRotation(first)
+		if gap := second.Sub(first); p.ProvisionAhead >= gap {
+			out = append(out, fmt.Sprintf("provision_ahead (%s) must be shorter than the interval between scheduled rotations (%s): lower provision_ahead or space out rotation_schedule", p.ProvisionAhead, gap))
+		}
+		return out
+	}
+	if p.RotationPeriod <= 0 {
+		out = append(out, "rotation_period must be a positive duration such as 2160h")
+	} else if p.ProvisionAhead >= p.RotationPeriod {
+		out = append(out, fmt.Sprintf("provision_ahead (%s) must be shorter than rotation_period (%s): the provisional token is obtained that long before each switch", p.ProvisionAhead, p.RotationPeriod))
+	}
+	return out
+}
+
+// fingerprint identifies a token without revealing it.
+func fingerprint(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(secret))
+	return "sha256:" + hex.EncodeToString(sum[:6])
+}
+
+// brokerEnv is the Snyk Broker client's environment for this integration:
+// what a Vault Agent template ranges over to render the container's env.
+// Host values carry no scheme, as the Broker's client templates expect.
+func (e *integrationEntry) brokerEnv(brokerToken, brokerServerURL string) map[string]string {
+	env := map[string]string{
+		"BROKER_TOKEN":      brokerToken,
+		"BROKER_SERVER_URL": brokerServerURL,
+	}
+	if e.BrokerClientURL != "" {
+		env["BROKER_CLIENT_URL"] = e.BrokerClientURL
+	}
+	api := hostPath(e.apiURL())
+	switch e.SCM {
+	case scm.GitHub:
+		env["GITHUB_TOKEN"] = e.SCMToken
+		env["GITHUB"] = hostPath(e.SCMURL)
+		env["GITHUB_API"] = api
+		// github.com serves GraphQL on the REST API host.
+		env["GITHUB_GRAPHQL"] = api
+	case scm.GitHubEnterprise:
+		env["GITHUB_TOKEN"] = e.SCMToken
+		env["GITHUB"] = hostPath(e.SCMURL)
+		env["GITHUB_API"] = api
+		// GHE serves GraphQL at <host>/api, beside REST at <host>/api/v3.
+		env["GITHUB_GRAPHQL"] = strings.TrimSuffix(api, "/v3")
+	case scm.GitLab:
+		env["GITLAB_TOKEN"] = e.SCMToken
+		env["GITLAB"] = hostPath(e.SCMURL)
+	case scm.AzureRepos:
+		env["AZURE_REPOS_TOKEN"] = e.SCMToken
+		env["AZURE_REPOS_ORG"] = e.AzureOrg
+		env["AZURE_REPOS_HOST"] = hostPath(e.SCMURL)
+	case scm.BitbucketServer:
+		if e.SCMToken != "" {
+			env["BITBUCKET_PAT"] = e.SCMToken
+		} else {
+			env["BITBUCKET_USERNAME"] = e.SCMUsername
+			env["BITBUCKET_PASSWORD"] = e.SCMPassword
+		}
+		env["BITBUCKET"] = hostPath(e.SCMURL)
+		env["BITBUCKET_API"] = api + "/rest/api/1.0"
+	}
+	return env
+}
+
+// statusData is the non-secret view of an integration shared by the
+// integration read and the rotate response.
+func (e *integrationEntry) statusData(cfg *snykConfig) map[string]interface{} {
+	p := e.policy(cfg)
+	d := map[string]interface{}{
+		"name":                       e.Name,
+		"scm":                        e.SCM,
+		"org_id":                     e.OrgID,
+		"integration_id":             e.IntegrationID,
+		"scm_url":                    e.SCMURL,
+		"scm_api_url":                e.apiURL(),
+		"skip_scm_validation":        e.SkipSCMValidation,
+		"scm_scopes":                 nonNil(e.SCMScopes),
+		"scm_token_expires_at":       timeOrNil(e.SCMTokenExpiresAt),
+		"scm_validated_at":           timeOrNil(e.SCMValidatedAt),
+		"broker_token_fingerprint":   fingerprint(e.servedToken()),
+		"token_source":               e.TokenSource,
+		"rotation_state":             e.RotationState,
+		"last_vault_rotation":        timeOrNil(e.LastVaultRotation),
+		"next_vault_rotation":        timeOrNil(e.NextVaultRotation),
+		"last_rotation_error":        e.LastRotationError,
+		"ttl":                        int64(p.TTL.Seconds()),
+		"provision_ahead":            int64(p.ProvisionAhead.Seconds()),
+		"disable_automated_rotation": e.DisableAutomatedRotation,
+	}
+	addPolicyData(d, p)
+	if e.AzureOrg != "" {
+		d["azure_org"] = e.AzureOrg
+	}
+	if e.BrokerClientURL != "" {
+		d["broker_client_url"] = e.BrokerClientURL
+	}
+	if e.SCMUsername != "" {
+		d["scm_username"] = e.SCMUsername
+	}
+	if e.ProvisionalToken != "" {
+		d["next_broker_token_fingerprint"] = fingerprint(e.ProvisionalToken)
+		d["next_switch_at"] = timeOrNil(e.NextVaultRotation)
+	}
+	return d
+}
+
+// addPolicyData reports the schedule the way database static roles do: a
+// period, or a schedule with its window, never both.
+func addPolicyData(d map[string]interface{}, p policy) {
+	if p.RotationSchedule != "" {
+		d["rotation_schedule"] = p.RotationSchedule
+		d["rotation_window"] = int64(p.RotationWindow.Seconds())
+	} else {
+		d["rotation_period"] = int64(p.RotationPeriod.Seconds())
+	}
+}
+
+func timeOrNil(t time.Time) interface{} {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

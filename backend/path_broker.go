@@ -1,0 +1,268 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
+)
+
+const secretTypeBrokerToken = "snyk_broker_token"
+
+// minLeaseTTL keeps leases near a switch from being so short that Vault
+// Agent's re-read lands in the same second as the previous one and is
+// dropped as "no new data" (vault-plugin-practice.md §5.3).
+const minLeaseTTL = 2 * time.Second
+
+func pathBroker(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			// Before the read pattern: more specific first.
+			Pattern: "broker/" + nameSegment + "/" + scmSegment + "/rotate$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationVerb:   "rotate",
+				OperationSuffix: "broker-token",
+			},
+			Fields: pathNameFields,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:                    b.pathBrokerRotate,
+					Summary:                     "Rotate the Broker token now: provision (unless already held) and switch.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			HelpSynopsis:    "Rotate an integration's Broker token now.",
+			HelpDescription: pathBrokerRotateHelpDesc,
+		},
+		{
+			Pattern: "broker/" + nameSegment + "/" + scmSegment + "$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "broker-token",
+			},
+			Fields: pathNameFields,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback: b.pathBrokerRead,
+					Summary:  "Read the Broker token, the SCM credential and the Broker client's env map (leased).",
+					// A read only reads storage, but it creates a lease,
+					// which a performance standby must hand to the active
+					// node (openbao-plugins #74).
+					ForwardPerformanceStandby: true,
+					Responses: map[int][]framework.Response{http.StatusOK: {{
+						Description: "OK",
+						Fields:      brokerResponseFields,
+					}}},
+				},
+			},
+			HelpSynopsis:    "Read the leased Broker bundle of an integration.",
+			HelpDescription: pathBrokerHelpDesc,
+		},
+	}
+}
+
+var brokerResponseFields = map[string]*framework.FieldSchema{
+	"broker_token":        {Type: framework.TypeString, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+	"broker_server_url":   {Type: framework.TypeString},
+	"org_id":              {Type: framework.TypeString},
+	"integration_id":      {Type: framework.TypeString},
+	"scm":                 {Type: framework.TypeString},
+	"scm_token":           {Type: framework.TypeString, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+	"scm_username":        {Type: framework.TypeString},
+	"scm_password":        {Type: framework.TypeString, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+	"env":                 {Type: framework.TypeMap, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+	"next_broker_token":   {Type: framework.TypeString, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+	"next_switch_at":      {Type: framework.TypeTime},
+	"ttl":                 {Type: framework.TypeDurationSecond},
+	"last_vault_rotation": {Type: framework.TypeTime},
+	"next_vault_rotation": {Type: framework.TypeTime},
+	"rotation_period":     {Type: framework.TypeDurationSecond},
+	"rotation_schedule":   {Type: framework.TypeString},
+	"rotation_window":     {Type: framework.TypeDurationSecond},
+}
+
+func secretBrokerToken(b *backend) *framework.Secret {
+	return &framework.Secret{
+		Type: secretTypeBrokerToken,
+		Fields: map[string]*framework.FieldSchema{
+			"broker_token": {Type: framework.TypeString, Description: "Snyk Broker token"},
+		},
+		// No Renew: the lease is non-renewable so that consumers re-read at
+		// its end, which is never past the next switch.
+		Revoke: b.revokeBrokerLease,
+	}
+}
+
+// revokeBrokerLease changes nothing upstream: the token is shared by every
+// Broker client of the integration, and one consumer's lease ending must
+// not cut off the others. It always succeeds so leases never pile up.
+func (b *backend) revokeBrokerLease(_ context.Context, _ *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	return nil, nil
+}
+
+func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, kind := d.Get("name").(string), d.Get("scm").(string)
+	if p := checkPathNames(name, kind); p != "" {
+		return logical.ErrorResponse(p), nil
+	}
+	e, err := getIntegration(ctx, req.Storage, name, kind)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	token := e.servedToken()
+	if token == "" {
+		return nil, errors.New("the integration holds no Broker token")
+	}
+	cfg, err := b.configOrDefaults(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now().UTC()
+	p := e.policy(cfg)
+	ttl := e.leaseTTL(p, now)
+	brokerServerURL := cfg.effectiveBrokerServerURL()
+
+	data := map[string]interface{}{
+		"broker_token":        token,
+		"broker_server_url":   brokerServerURL,
+		"org_id":              e.OrgID,
+		"integration_id":      e.IntegrationID,
+		"scm":                 e.SCM,
+		"env":                 e.brokerEnv(token, brokerServerURL),
+		"ttl":                 int64(ttl.Seconds()),
+		"last_vault_rotation": timeOrNil(e.LastVaultRotation),
+		"next_vault_rotation": timeOrNil(e.NextVaultRotation),
+	}
+	addPolicyData(data, p)
+	if e.SCMToken != "" {
+		data["scm_token"] = e.SCMToken
+	} else {
+		data["scm_username"] = e.SCMUsername
+		data["scm_password"] = e.SCMPassword
+	}
+	if e.ProvisionalToken != "" {
+		data["next_broker_token"] = e.ProvisionalToken
+		data["next_switch_at"] = timeOrNil(e.NextVaultRotation)
+	}
+
+	// Internal data holds identifiers only: it is stored with the lease.
+	resp := b.Secret(secretTypeBrokerToken).Response(data, map[string]interface{}{
+		"name":           e.Name,
+		"scm":            e.SCM,
+		"org_id":         e.OrgID,
+		"integration_id": e.IntegrationID,
+	})
+	resp.Secret.TTL = ttl
+	resp.Secret.MaxTTL = ttl
+	resp.Secret.Renewable = false
+	return resp, nil
+}
+
+// leaseTTL is the integration's ttl, but never past the next scheduled
+// switch, so every consumer re-reads right after it.
+func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
+	ttl := p.TTL
+	if p.DisableAutomatedRotation || e.NextVaultRotation.IsZero() {
+		return ttl
+	}
+	untilSwitch := e.NextVaultRotation.Sub(now)
+	if untilSwitch < ttl {
+		ttl = untilSwitch
+	}
+	if ttl < minLeaseTTL {
+		ttl = minLeaseTTL
+	}
+	return ttl
+}
+
+func (b *backend) pathBrokerRotate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, kind := d.Get("name").(string), d.Get("scm").(string)
+	if p := checkPathNames(name, kind); p != "" {
+		return logical.ErrorResponse(p), nil
+	}
+	unlock := b.lockIntegration(name, kind)
+	defer unlock()
+
+	e, err := getIntegration(ctx, req.Storage, name, kind)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		return logical.ErrorResponse("no integration %s/%s: create it with snyk/integrations/%s/%s first", name, kind, name, kind), nil
+	}
+	cfg, err := getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return logical.ErrorResponse("the engine has no Snyk credential: write snyk/config first"), nil
+	}
+	client, err := b.snykClient(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.rotateNow(ctx, req.Storage, client, cfg, e); err != nil {
+		if resp, callerErr := snykCallerError(err, e, "rotating the Broker token"); resp != nil {
+			return resp, nil
+		} else if snyk.StatusOf(err) == 0 {
+			return nil, err
+		} else {
+			return nil, callerErr
+		}
+	}
+	return &logical.Response{Data: e.statusData(cfg)}, nil
+}
+
+// mapToStruct decodes a WAL's generic data into a typed struct.
+func mapToStruct(in interface{}, out interface{}) error {
+	raw, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, out)
+}
+
+const pathBrokerHelpDesc = `
+Reading broker/<name>/<scm> returns what a Snyk Broker client of this
+integration needs, under a lease (secret type snyk_broker_token):
+
+  broker_token        the token every Broker client must run with now
+  broker_server_url   the region's Broker server
+  org_id, integration_id, scm
+  scm_token | scm_username + scm_password
+  env                 the Broker client's environment, ready to render:
+                      BROKER_TOKEN, BROKER_SERVER_URL (+ BROKER_CLIENT_URL), and
+                      github: GITHUB_TOKEN GITHUB GITHUB_API GITHUB_GRAPHQL
+                      github-enterprise: same, <host>/api/v3 and <host>/api
+                      gitlab: GITLAB_TOKEN GITLAB
+                      azure-repos: AZURE_REPOS_TOKEN AZURE_REPOS_ORG AZURE_REPOS_HOST
+                      bitbucket-server: BITBUCKET_USERNAME+BITBUCKET_PASSWORD
+                      or BITBUCKET_PAT, BITBUCKET, BITBUCKET_API
+  next_broker_token, next_switch_at   only while a provisional token is held
+  ttl, last_vault_rotation, next_vault_rotation, rotation_period or
+  rotation_schedule/rotation_window
+
+The lease is not renewable; its TTL is the integration's ttl but never past
+the next scheduled switch, so consumers (Vault Agent) re-read right after it.
+Revoking the lease changes nothing at Snyk: the token is shared. A read makes
+no call to Snyk or the SCM.
+
+  vault read snyk/broker/payments/github
+`
+
+const pathBrokerRotateHelpDesc = `
+Rotate now, e.g. after a leak: provision a new Broker token (unless a
+provisional token is already held, which is then used) and switch to it.
+Broker clients pick the new token up at their next re-read (within ttl).
+Like a database static role's manual rotation it restarts the schedule.
+
+  vault write -f snyk/broker/payments/github/rotate
+`

@@ -1,0 +1,609 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm"
+)
+
+// Path segments are matched loosely and validated in the handlers, so that a
+// bad org name or SCM gets a 400 that says what is wrong instead of an
+// "unsupported path" from the router.
+const (
+	nameSegment = `(?P<name>[^/]+)`
+	scmSegment  = `(?P<scm>[^/]+)`
+)
+
+var pathNameFields = map[string]*framework.FieldSchema{
+	"name": {
+		Type:        framework.TypeString,
+		Description: "The org's name in Vault paths: a Snyk org ID (UUID), or a slug [a-z0-9][a-z0-9._-]* together with org_id.",
+		Required:    true,
+	},
+	"scm": {
+		Type:          framework.TypeString,
+		Description:   "SCM of the integration: github, github-enterprise, gitlab, azure-repos or bitbucket-server.",
+		Required:      true,
+		AllowedValues: []interface{}{scm.GitHub, scm.GitHubEnterprise, scm.GitLab, scm.AzureRepos, scm.BitbucketServer},
+	},
+}
+
+func integrationFields() map[string]*framework.FieldSchema {
+	f := map[string]*framework.FieldSchema{
+		"org_id": {
+			Type:        framework.TypeString,
+			Description: "Snyk org ID (UUID); defaults to the name when the name is a UUID.",
+		},
+		"integration_id": {
+			Type:        framework.TypeString,
+			Description: "Snyk integration ID; discovered from the org's integrations when omitted (and created, brokered, when the org has none of this type).",
+		},
+		"scm_token": {
+			Type:         framework.TypeString,
+			Description:  "GitHub/GHE/GitLab/Azure personal access token, or a Bitbucket Server HTTP access token (sent as bearer).",
+			DisplayAttrs: &framework.DisplayAttributes{Name: "SCM token", Sensitive: true},
+		},
+		"scm_username": {
+			Type:        framework.TypeString,
+			Description: "Bitbucket Server username (basic auth, with scm_password).",
+		},
+		"scm_password": {
+			Type:         framework.TypeString,
+			Description:  "Bitbucket Server password or HTTP access token used with scm_username.",
+			DisplayAttrs: &framework.DisplayAttributes{Name: "SCM password", Sensitive: true},
+		},
+		"scm_url": {
+			Type:        framework.TypeString,
+			Description: "SCM base URL (https). Required for github-enterprise and bitbucket-server; defaults to https://github.com, https://gitlab.com, https://dev.azure.com.",
+		},
+		"scm_api_url": {
+			Type:        framework.TypeString,
+			Description: "SCM API base URL when it is not the default derived from scm_url.",
+		},
+		"azure_org": {
+			Type:        framework.TypeString,
+			Description: "Azure DevOps organization; required for azure-repos.",
+		},
+		"broker_client_url": {
+			Type:        framework.TypeString,
+			Description: "The Broker client's URL as the SCM's webhooks reach it; passed through as BROKER_CLIENT_URL.",
+		},
+		"broker_token": {
+			Type:         framework.TypeString,
+			Description:  "Import an existing Broker token (UUID) instead of having one issued. Write-only.",
+			DisplayAttrs: &framework.DisplayAttributes{Name: "Broker token", Sensitive: true},
+		},
+		"skip_scm_validation": {
+			Type:        framework.TypeBool,
+			Description: "Store the SCM credential without checking it.",
+		},
+		"ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Lease TTL of this integration's broker secret; defaults to config's ttl.",
+		},
+		"rotation_period": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Rotate the Broker token this often; mutually exclusive with rotation_schedule. Defaults to config's rotation_period.",
+		},
+		"rotation_schedule": {
+			Type:        framework.TypeString,
+			Description: "5-field cron schedule (UTC) of Broker token switches; mutually exclusive with rotation_period.",
+		},
+		"rotation_window": {
+			Type:        framework.TypeDurationSecond,
+			Description: "With rotation_schedule only: how long after a scheduled time a rotation may still start (at least 1h).",
+		},
+		"provision_ahead": {
+			Type:        framework.TypeDurationSecond,
+			Description: "How long before a scheduled switch the provisional token is obtained; defaults to config's provision_ahead.",
+		},
+		"disable_automated_rotation": {
+			Type:        framework.TypeBool,
+			Description: "Never rotate on a schedule; only broker/<name>/<scm>/rotate rotates.",
+		},
+	}
+	for k, v := range pathNameFields {
+		f[k] = v
+	}
+	return f
+}
+
+func pathIntegrations(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "integrations/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "orgs",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback: b.pathIntegrationOrgsList,
+					Summary:  "List the orgs that have integrations.",
+				},
+			},
+			HelpSynopsis:    "List the orgs that have integrations.",
+			HelpDescription: "Lists the <name> of every org with at least one integration, e.g. `vault list snyk/integrations`.",
+		},
+		{
+			Pattern: "integrations/" + nameSegment + "/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "integrations",
+			},
+			Fields: map[string]*framework.FieldSchema{"name": pathNameFields["name"]},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback: b.pathIntegrationsList,
+					Summary:  "List an org's integrations (their SCMs).",
+				},
+			},
+			HelpSynopsis:    "List an org's integrations.",
+			HelpDescription: "Lists the SCMs configured for one org, e.g. `vault list snyk/integrations/payments`.",
+		},
+		{
+			Pattern: "integrations/" + nameSegment + "/" + scmSegment + "$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "integration",
+			},
+			Fields: integrationFields(),
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback: b.pathIntegrationRead,
+					Summary:  "Read an integration's settings and rotation status (no secrets).",
+					Responses: map[int][]framework.Response{http.StatusOK: {{
+						Description: "OK",
+						Fields:      integrationResponseFields,
+					}}},
+				},
+				logical.CreateOperation: &framework.PathOperation{
+					Callback:                    b.pathIntegrationWrite,
+					Summary:                     "Validate the SCM credential, enable Broker and capture the Broker token.",
+					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "configure"},
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:                    b.pathIntegrationWrite,
+					Summary:                     "Update an integration's SCM credential or rotation settings.",
+					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "configure"},
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+				logical.DeleteOperation: &framework.PathOperation{
+					Callback:                    b.pathIntegrationDelete,
+					Summary:                     "Forget an integration in Vault (nothing changes at Snyk).",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			ExistenceCheck:  b.pathIntegrationExists,
+			HelpSynopsis:    pathIntegrationHelpSyn,
+			HelpDescription: pathIntegrationHelpDesc,
+		},
+	}
+}
+
+var integrationResponseFields = map[string]*framework.FieldSchema{
+	"name":                     {Type: framework.TypeString},
+	"scm":                      {Type: framework.TypeString},
+	"org_id":                   {Type: framework.TypeString},
+	"integration_id":           {Type: framework.TypeString},
+	"scm_url":                  {Type: framework.TypeString},
+	"scm_api_url":              {Type: framework.TypeString},
+	"rotation_state":           {Type: framework.TypeString, Description: "active, provisioned or switch_pending"},
+	"last_vault_rotation":      {Type: framework.TypeTime},
+	"next_vault_rotation":      {Type: framework.TypeTime},
+	"last_rotation_error":      {Type: framework.TypeString},
+	"scm_scopes":               {Type: framework.TypeStringSlice},
+	"scm_token_expires_at":     {Type: framework.TypeTime},
+	"scm_validated_at":         {Type: framework.TypeTime},
+	"broker_token_fingerprint": {Type: framework.TypeString},
+	"token_source":             {Type: framework.TypeString},
+	"ttl":                      {Type: framework.TypeDurationSecond},
+	"rotation_period":          {Type: framework.TypeDurationSecond},
+	"rotation_schedule":        {Type: framework.TypeString},
+	"rotation_window":          {Type: framework.TypeDurationSecond},
+	"provision_ahead":          {Type: framework.TypeDurationSecond},
+}
+
+// checkPathNames validates <name> and <scm> and resolves the org ID a name
+// implies. It returns a caller-facing problem, or "".
+func checkPathNames(name, scmKind string) string {
+	if !scm.Valid(scmKind) {
+		return fmt.Sprintf("unknown scm %q in the path: use one of %s", scmKind, strings.Join(scm.Kinds, ", "))
+	}
+	if !isUUID(name) && !slugPattern.MatchString(name) {
+		return fmt.Sprintf("name %q must be a Snyk org ID (UUID) or a lower-case slug matching [a-z0-9][a-z0-9._-]*", name)
+	}
+	return ""
+}
+
+func (b *backend) pathIntegrationExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	e, err := getIntegration(ctx, req.Storage, d.Get("name").(string), d.Get("scm").(string))
+	return e != nil, err
+}
+
+func (b *backend) pathIntegrationOrgsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	keys, err := req.Storage.List(ctx, integrationStoragePrefix)
+	if err != nil {
+		return nil, err
+	}
+	return logical.ListResponse(keys), nil
+}
+
+func (b *backend) pathIntegrationsList(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	keys, err := req.Storage.List(ctx, integrationStoragePrefix+d.Get("name").(string)+"/")
+	if err != nil {
+		return nil, err
+	}
+	return logical.ListResponse(keys), nil
+}
+
+func (b *backend) pathIntegrationRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, kind := d.Get("name").(string), d.Get("scm").(string)
+	if p := checkPathNames(name, kind); p != "" {
+		return logical.ErrorResponse(p), nil
+	}
+	e, err := getIntegration(ctx, req.Storage, name, kind)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	cfg, err := b.configOrDefaults(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: e.statusData(cfg)}, nil
+}
+
+// configOrDefaults lets reads of stored integrations work even after the
+// config was deleted (they then report the built-in defaults).
+func (b *backend) configOrDefaults(ctx context.Context, s logical.Storage) (*snykConfig, error) {
+	cfg, err := getConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		cfg = defaultConfig()
+	}
+	return cfg, nil
+}
+
+func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, kind := d.Get("name").(string), d.Get("scm").(string)
+	if p := checkPathNames(name, kind); p != "" {
+		return logical.ErrorResponse(p), nil
+	}
+	unlock := b.lockIntegration(name, kind)
+	defer unlock()
+
+	cfg, err := getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return logical.ErrorResponse("the engine has no Snyk credential yet: write snyk/config first"), nil
+	}
+	existing, err := getIntegration(ctx, req.Storage, name, kind)
+	if err != nil {
+		return nil, err
+	}
+
+	now := b.now().UTC()
+	var e integrationEntry
+	if existing != nil {
+		e = *existing
+	} else {
+		e = integrationEntry{Name: name, SCM: kind, CreatedAt: now}
+	}
+	in, problems := parseIntegrationInput(&e, existing == nil, d)
+	if len(problems) == 0 {
+		problems = e.policy(cfg).problems(now)
+	}
+	if len(problems) > 0 {
+		return logical.ErrorResponse(strings.Join(problems, "; ")), nil
+	}
+
+	var warnings []string
+	if !e.SkipSCMValidation && (existing == nil || in.scmChanged) {
+		resp, err := b.validateSCM(ctx, cfg, &e)
+		if resp != nil || err != nil {
+			return resp, err
+		}
+	} else if e.SkipSCMValidation && (existing == nil || in.scmChanged) {
+		e.SCMScopes, e.SCMTokenExpiresAt, e.SCMValidatedAt = nil, time.Time{}, time.Time{}
+		warnings = append(warnings, "skip_scm_validation is set: the SCM credential was stored without checking its validity or scopes")
+	}
+
+	if existing == nil {
+		resp, err := b.createIntegration(ctx, req.Storage, cfg, &e, in.brokerToken)
+		if resp != nil {
+			resp.Warnings = append(warnings, resp.Warnings...)
+		}
+		return resp, err
+	}
+
+	if in.brokerToken != "" {
+		e.CurrentToken = in.brokerToken
+		e.TokenSource = sourceImported
+		if e.ProvisionalToken == "" {
+			e.RotationState = stateActive
+		}
+	}
+	if in.scheduleChanged {
+		last := e.LastVaultRotation
+		if last.IsZero() {
+			last = e.CreatedAt
+		}
+		if e.NextVaultRotation, err = e.policy(cfg).nextRotation(last); err != nil {
+			return nil, err
+		}
+	}
+	if err := putIntegration(ctx, req.Storage, &e); err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: e.statusData(cfg), Warnings: warnings}, nil
+}
+
+// integrationInput is what a write asked for beyond the stored fields.
+type integrationInput struct {
+	brokerToken     string
+	scmChanged      bool
+	scheduleChanged bool
+}
+
+// parseIntegrationInput applies the request's fields to e and returns every
+// problem found, each naming the field and the fix.
+func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.FieldData) (integrationInput, []string) {
+	var in integrationInput
+	var problems []string
+	str := func(field string) (string, bool) {
+		v, ok := d.GetOk(field)
+		if !ok {
+			return "", false
+		}
+		return strings.TrimSpace(v.(string)), true
+	}
+
+	// Identity: fixed at creation.
+	if v, ok := str("org_id"); ok && v != e.OrgID {
+		if !creating {
+			problems = append(problems, "org_id cannot change on an existing integration: delete it and create it again")
+		} else if !isUUID(v) {
+			problems = append(problems, fmt.Sprintf("org_id must be a Snyk org ID (a UUID such as 4a18d42f-0706-4ad0-b127-24078731fbed), got %q", v))
+		} else {
+			e.OrgID = strings.ToLower(v)
+		}
+	}
+	if creating && e.OrgID == "" {
+		if isUUID(e.Name) {
+			e.OrgID = strings.ToLower(e.Name)
+		} else {
+			problems = append(problems, fmt.Sprintf("org_id is required because the name %q is not a Snyk org ID: pass org_id=<the org's UUID>", e.Name))
+		}
+	}
+	if v, ok := str("integration_id"); ok && v != e.IntegrationID {
+		if !creating {
+			problems = append(problems, "integration_id cannot change on an existing integration: delete it and create it again")
+		} else if !isUUID(v) {
+			problems = append(problems, fmt.Sprintf("integration_id must be a Snyk integration ID (UUID), got %q", v))
+		} else {
+			e.IntegrationID = strings.ToLower(v)
+		}
+	}
+
+	// SCM location.
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"scm_url", &e.SCMURL}, {"scm_api_url", &e.SCMAPIURL}} {
+		if v, ok := str(f.name); ok {
+			v = normalizeURL(v)
+			if v != *f.dst {
+				in.scmChanged = true
+			}
+			*f.dst = v
+		}
+	}
+	if e.SCMURL == "" {
+		e.SCMURL = scm.DefaultSCMURL(e.SCM)
+	}
+	if e.SCMURL == "" {
+		problems = append(problems, fmt.Sprintf("scm_url is required for %s: pass the server's base URL, e.g. scm_url=https://%s.example.com", e.SCM, strings.Split(e.SCM, "-")[0]))
+	} else if p := checkHTTPSURL("scm_url", e.SCMURL); p != "" {
+		problems = append(problems, p)
+	}
+	if e.SCMAPIURL != "" {
+		if p := checkHTTPSURL("scm_api_url", e.SCMAPIURL); p != "" {
+			problems = append(problems, p)
+		}
+	}
+	if v, ok := str("azure_org"); ok {
+		if v != e.AzureOrg {
+			in.scmChanged = true
+		}
+		e.AzureOrg = v
+	}
+	if e.SCM == scm.AzureRepos && e.AzureOrg == "" {
+		problems = append(problems, "azure_org is required for azure-repos: pass the Azure DevOps organization name (the <org> in https://dev.azure.com/<org>)")
+	}
+	if e.SCM != scm.AzureRepos && e.AzureOrg != "" {
+		problems = append(problems, "azure_org applies only to azure-repos: remove it")
+	}
+	if v, ok := str("broker_client_url"); ok {
+		if v != "" {
+			// The Broker client's own URL is often plain http inside a
+			// cluster network, so only the form is checked here.
+			if p := checkHTTPSURL("broker_client_url", v); p != "" && !strings.HasPrefix(v, "http://") {
+				problems = append(problems, fmt.Sprintf("broker_client_url must be an absolute URL such as http://snyk-broker:8000, got %q", v))
+			}
+		}
+		e.BrokerClientURL = v
+	}
+
+	// SCM credential.
+	token, hasToken := str("scm_token")
+	user, hasUser := str("scm_username")
+	pass, hasPass := str("scm_password")
+	if hasToken || hasUser || hasPass {
+		in.scmChanged = true
+		switch {
+		case hasToken && (hasUser || hasPass):
+			problems = append(problems, "send either scm_token, or scm_username with scm_password, not both")
+		case hasToken:
+			e.SCMToken, e.SCMUsername, e.SCMPassword = token, "", ""
+		default:
+			e.SCMToken = ""
+			if hasUser {
+				e.SCMUsername = user
+			}
+			if hasPass {
+				e.SCMPassword = pass
+			}
+		}
+	}
+	switch {
+	case e.SCM == scm.BitbucketServer:
+		if e.SCMToken == "" && (e.SCMUsername == "" || e.SCMPassword == "") {
+			problems = append(problems, "bitbucket-server needs scm_token (an HTTP access token, sent as bearer) or scm_username with scm_password")
+		}
+	case e.SCMUsername != "" || e.SCMPassword != "":
+		problems = append(problems, fmt.Sprintf("scm_username/scm_password apply only to bitbucket-server: pass the %s token as scm_token", e.SCM))
+	case e.SCMToken == "":
+		problems = append(problems, fmt.Sprintf("scm_token is required: pass the %s personal access token the Broker client will use", e.SCM))
+	}
+	if v, ok := d.GetOk("skip_scm_validation"); ok {
+		e.SkipSCMValidation = v.(bool)
+	}
+
+	if v, ok := str("broker_token"); ok && v != "" {
+		if !isUUID(v) {
+			problems = append(problems, "broker_token must be a Snyk Broker token: a UUID such as 4a18d42f-0706-4ad0-b127-24078731fbed")
+		} else {
+			in.brokerToken = strings.ToLower(v)
+		}
+	}
+
+	// Rotation policy overrides, with the database static roles' rules.
+	if v, ok := d.GetOk("ttl"); ok {
+		e.TTL = time.Duration(v.(int)) * time.Second
+		if e.TTL < 0 {
+			problems = append(problems, "ttl must not be negative")
+		}
+	}
+	period, hasPeriod := d.GetOk("rotation_period")
+	schedule, hasSchedule := str("rotation_schedule")
+	window, hasWindow := d.GetOk("rotation_window")
+	if hasPeriod && period.(int) != 0 && hasSchedule && schedule != "" {
+		problems = append(problems, "rotation_period and rotation_schedule are mutually exclusive: send one of them")
+	}
+	if hasPeriod {
+		e.RotationPeriod = time.Duration(period.(int)) * time.Second
+		if e.RotationPeriod > 0 {
+			e.RotationSchedule, e.RotationWindow = "", 0
+		}
+		in.scheduleChanged = true
+	}
+	if hasSchedule {
+		e.RotationSchedule = schedule
+		if schedule != "" {
+			e.RotationPeriod = 0
+		} else {
+			e.RotationWindow = 0
+		}
+		in.scheduleChanged = true
+	}
+	if hasWindow {
+		e.RotationWindow = time.Duration(window.(int)) * time.Second
+		in.scheduleChanged = true
+	}
+	if e.RotationWindow != 0 && e.RotationSchedule == "" {
+		problems = append(problems, "rotation_window applies only with rotation_schedule: set rotation_schedule too, or drop rotation_window")
+	}
+	if v, ok := d.GetOk("provision_ahead"); ok {
+		e.ProvisionAhead = time.Duration(v.(int)) * time.Second
+		in.scheduleChanged = true
+	}
+	if v, ok := d.GetOk("disable_automated_rotation"); ok {
+		e.DisableAutomatedRotation = v.(bool)
+	}
+	return in, problems
+}
+
+func (b *backend) pathIntegrationDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, kind := d.Get("name").(string), d.Get("scm").(string)
+	if p := checkPathNames(name, kind); p != "" {
+		return logical.ErrorResponse(p), nil
+	}
+	unlock := b.lockIntegration(name, kind)
+	defer unlock()
+
+	e, err := getIntegration(ctx, req.Storage, name, kind)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	if err := req.Storage.Delete(ctx, integrationStorageKey(name, kind)); err != nil {
+		return nil, err
+	}
+	if e.ProvisionalToken == "" {
+		return nil, nil
+	}
+	// Snyk has no API to cancel a provisional token; it blocks every rotation
+	// in the org's group until someone switches it.
+	return &logical.Response{Warnings: []string{
+		"this integration held a provisional Broker token that was never switched; it blocks Broker token rotations in the Snyk group until it is switched (Snyk UI, or switch-token) or the integration is re-created in Vault and rotated",
+	}}, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+const pathIntegrationHelpSyn = `Manage the Broker-enabled SCM integration of a Snyk org.`
+
+const pathIntegrationHelpDesc = `
+integrations/<name>/<scm> ties one Snyk org's SCM integration to Vault.
+
+<name> is a Snyk org ID (UUID), or a slug ([a-z0-9][a-z0-9._-]*) with org_id.
+<scm> is github, github-enterprise, gitlab, azure-repos or bitbucket-server.
+
+On create the engine
+  1. validates the SCM credential and its scopes (skip_scm_validation=true
+     skips it) and fails with a 400 naming every missing scope;
+  2. resolves the Snyk integration (integration_id, or the org's integration
+     of that type, created brokered when the org has none);
+  3. obtains a Broker token: the imported broker_token; or the token Snyk
+     returns when Vault enables Broker on a not-yet-brokered integration; or,
+     for an already-brokered integration whose token Vault does not hold, a
+     provisional token ("adoption": served at once, rotation_state
+     "provisioned", switched at the next scheduled switch or by
+     broker/<name>/<scm>/rotate).
+A token Snyk returns is stored before anything else happens; on any failure
+nothing is stored.
+
+Per-integration overrides: ttl, rotation_period xor rotation_schedule (cron,
+UTC), rotation_window (schedule only, >= 1h), provision_ahead,
+disable_automated_rotation.
+
+Read returns every non-secret field plus rotation_state, last_vault_rotation,
+next_vault_rotation, last_rotation_error, scm_scopes, scm_token_expires_at,
+scm_validated_at and broker_token_fingerprint. Delete forgets the integration
+in Vault and changes nothing at Snyk.
+
+  vault write snyk/integrations/payments/github \
+      org_id=0b3e1b1c-1b4e-4b8e-9d11-3c0f1b1d2a55 scm_token=@github-pat
+`

@@ -1,0 +1,56 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/httpx"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm"
+)
+
+// scmValidator builds a validator that trusts the config's CA bundle, the same
+// trust the operator configured for Snyk (private GHE, GitLab and Bitbucket
+// servers are usually behind the same private CA).
+func (b *backend) scmValidator(cfg *snykConfig) (*scm.Validator, error) {
+	client, err := httpx.NewClient(cfg.CACert, cfg.RequestTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &scm.Validator{
+		Client: client,
+		Retry:  b.retryPolicy(),
+		Logger: b.log().Named("scm"),
+		Now:    b.now,
+	}, nil
+}
+
+// validateSCM checks e's SCM credential and records what it learned (scopes,
+// expiry, username) on e. A credential the SCM rejects is a 400 naming every
+// problem; an unreachable SCM is a fault.
+func (b *backend) validateSCM(ctx context.Context, cfg *snykConfig, e *integrationEntry) (*logical.Response, error) {
+	v, err := b.scmValidator(cfg)
+	if err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	res, err := v.Validate(ctx, scm.Target{Kind: e.SCM, APIURL: e.apiURL(), AzureOrg: e.AzureOrg},
+		scm.Credential{Token: e.SCMToken, Username: e.SCMUsername, Password: e.SCMPassword})
+	if err != nil {
+		return nil, fmt.Errorf("validating the %s credential at %s (set skip_scm_validation=true to store it unchecked): %w", e.SCM, e.apiURL(), err)
+	}
+	if !res.Valid {
+		msg := res.Message()
+		if len(res.MissingScopes) > 0 {
+			msg = fmt.Sprintf("scm_token is missing %s: %s", strings.Join(res.MissingScopes, ", "), msg)
+		} else {
+			msg = "scm credential rejected: " + msg
+		}
+		return logical.ErrorResponse(msg), nil
+	}
+	e.SCMScopes = res.Scopes
+	e.SCMTokenExpiresAt = res.ExpiresAt
+	e.SCMValidatedAt = b.now().UTC()
+	return nil, nil
+}
