@@ -1,0 +1,132 @@
+// Command snyk-sim serves the fake Snyk API and fake SCMs (GitHub, GitHub
+// Enterprise, GitLab, Azure DevOps, Bitbucket Server) over TLS on loopback,
+// pre-seeded with a demo world. `make dev` and the end-to-end tests point a
+// real Vault at it; users can use it to try templates before touching Snyk.
+//
+// It writes <dir>/ca.pem (the CA to give the engine as ca_cert) and
+// <dir>/sim.json (every URL and demo credential), and serves a plain-HTTP
+// admin API on loopback for inspecting state and injecting faults.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/tlstest"
+)
+
+func main() {
+	dir := flag.String("dir", ".dev/sim", "directory for ca.pem and sim.json")
+	host := flag.String("host", "127.0.0.1", "loopback address to listen on")
+	snykPort := flag.Int("snyk-port", 0, "port of the fake Snyk API (0 = any free port)")
+	adminPort := flag.Int("admin-port", 0, "port of the admin API (0 = any free port)")
+	latency := flag.Duration("latency", 0, "delay every upstream response by this much")
+	rateLimit := flag.Int("rate-limit", 0, "Snyk requests allowed per -rate-window before 429s (0 = unlimited)")
+	rateWindow := flag.Duration("rate-window", time.Minute, "Snyk rate-limit window")
+	retryAfter := flag.Bool("retry-after", true, "send Retry-After on rate-limit 429s")
+	flag.Parse()
+
+	if err := run(*dir, *host, *snykPort, *adminPort, *latency, *rateLimit, *rateWindow, *retryAfter); err != nil {
+		log.Fatalf("snyk-sim: %v", err)
+	}
+}
+
+func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateLimit int, rateWindow time.Duration, retryAfter bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ca, err := tlstest.NewCA()
+	if err != nil {
+		return err
+	}
+	caPath, _ := filepath.Abs(filepath.Join(dir, "ca.pem"))
+	if err := ca.WriteCertFile(caPath); err != nil {
+		return err
+	}
+	tlsConfig, err := ca.ServerTLSConfig()
+	if err != nil {
+		return err
+	}
+
+	w := newWorld()
+	w.configure(latency, rateLimit, rateWindow, retryAfter)
+
+	info := w.info
+	info.CACertFile = caPath
+	info.PID = os.Getpid()
+
+	servers := []*http.Server{}
+	serveTLS := func(h http.Handler, port int) (string, error) {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
+		if err != nil {
+			return "", err
+		}
+		srv := &http.Server{Handler: h, TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, srv)
+		go func() {
+			if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
+				log.Printf("server: %v", err)
+			}
+		}()
+		return "https://" + ln.Addr().String(), nil
+	}
+	if info.SnykURL, err = serveTLS(w.snyk, snykPort); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		dst *string
+		h   http.Handler
+	}{
+		{&info.GitHubURL, w.github}, {&info.GHEURL, w.ghe}, {&info.GitLabURL, w.gitlab},
+		{&info.AzureURL, w.azure}, {&info.BitbucketURL, w.bitbucket},
+	} {
+		if *f.dst, err = serveTLS(f.h, 0); err != nil {
+			return err
+		}
+	}
+
+	adminLn, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(adminPort)))
+	if err != nil {
+		return err
+	}
+	info.AdminURL = "http://" + adminLn.Addr().String()
+	adminSrv := &http.Server{Handler: w.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	servers = append(servers, adminSrv)
+	go func() {
+		if err := adminSrv.Serve(adminLn); err != nil && err != http.ErrServerClosed {
+			log.Printf("admin: %v", err)
+		}
+	}()
+	w.info = info
+
+	raw, _ := json.MarshalIndent(info, "", "  ")
+	// Written last and atomically: its existence means every server is up.
+	tmp := filepath.Join(dir, "sim.json.tmp")
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "sim.json")); err != nil {
+		return err
+	}
+	log.Printf("snyk-sim ready: snyk=%s github=%s admin=%s (details in %s)", info.SnykURL, info.GitHubURL, info.AdminURL, filepath.Join(dir, "sim.json"))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(ctx)
+	}
+	return nil
+}

@@ -1,0 +1,331 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/fault"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm/scmtest"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk/snyktest"
+)
+
+// The demo world. IDs and credentials are fixed so that docs, `make dev` and
+// tests can name them; they are fake and only valid against this simulator.
+const (
+	demoAPIToken     = "0d3c9c1e-7a0b-4e55-9f0e-5a1b2c3d4e5f"
+	demoClientID     = "6f1e2d3c-4b5a-4968-8776-655443322110"
+	demoClientSecret = "snyk_cs_demo_0123456789abcdef_v1"
+	demoGroupID      = "8e2c4a61-9b3d-4f7e-a5c8-1d2e3f405162"
+	demoPaymentsOrg  = "3f6a9c2e-5b8d-4e1f-9a3c-7b6d5e4f3a21"
+	demoPlatformOrg  = "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
+
+	demoGitHubToken  = "ghp_demo1234567890abcdefghijklmnopqrstuv"
+	demoGHEToken     = "ghp_demoenterprise1234567890abcdefghijkl"
+	demoGitLabToken  = "glpat-demo1234567890abcdef"
+	demoAzureToken   = "demoazurepat0123456789abcdefghijklmnopqrstuvwxyz0123"
+	demoAzureOrg     = "contoso"
+	demoBBUser       = "snyk-broker"
+	demoBBPassword   = "demo-bitbucket-password"
+	demoBBToken      = "BBDC-demo0123456789abcdefghij"
+	demoReadOnlyPAT  = "ghp_demoreadonly1234567890abcdefghijklmn"
+	demoFineGrained  = "github_pat_demo_0123456789abcdefghijklmnopqrstuvwxyz"
+	demoExpiredToken = "ghp_demoexpired1234567890abcdefghijklmno"
+)
+
+// Info is what sim.json holds: every URL and every demo credential.
+type Info struct {
+	PID          int    `json:"pid"`
+	CACertFile   string `json:"ca_cert_file"`
+	SnykURL      string `json:"snyk_url"`
+	GitHubURL    string `json:"github_url"`
+	GHEURL       string `json:"ghe_url"`
+	GitLabURL    string `json:"gitlab_url"`
+	AzureURL     string `json:"azure_url"`
+	BitbucketURL string `json:"bitbucket_url"`
+	AdminURL     string `json:"admin_url"`
+
+	APIToken     string            `json:"api_token"`
+	ClientID     string            `json:"client_id"`
+	ClientSecret string            `json:"client_secret"`
+	GroupID      string            `json:"group_id"`
+	Orgs         map[string]string `json:"orgs"`
+
+	GitHubToken         string `json:"github_token"`
+	GHEToken            string `json:"ghe_token"`
+	GitLabToken         string `json:"gitlab_token"`
+	AzureToken          string `json:"azure_token"`
+	AzureOrg            string `json:"azure_org"`
+	BitbucketUsername   string `json:"bitbucket_username"`
+	BitbucketPassword   string `json:"bitbucket_password"`
+	BitbucketToken      string `json:"bitbucket_token"`
+	GitHubReadOnlyToken string `json:"github_readonly_token"`
+	GitHubFineGrained   string `json:"github_fine_grained_token"`
+	GitHubExpiredToken  string `json:"github_expired_token"`
+}
+
+type world struct {
+	mu   sync.Mutex
+	info Info
+
+	snyk      *snyktest.Server
+	github    *scmtest.GitHub
+	ghe       *scmtest.GitHub
+	gitlab    *scmtest.GitLab
+	azure     *scmtest.Azure
+	bitbucket *scmtest.Bitbucket
+	orgIDs    []string
+}
+
+func newWorld() *world {
+	w := &world{
+		snyk: snyktest.New(snyktest.Options{
+			APITokens:    []string{demoAPIToken},
+			OAuthClients: map[string]string{demoClientID: demoClientSecret},
+		}),
+		github:    scmtest.NewGitHub(false),
+		ghe:       scmtest.NewGitHub(true),
+		gitlab:    scmtest.NewGitLab(scmtest.GitLabOptions{}),
+		azure:     scmtest.NewAzure(demoAzureOrg),
+		bitbucket: scmtest.NewBitbucket(),
+	}
+	w.addOrg(demoPaymentsOrg, demoGroupID, "Payments")
+	w.addOrg(demoPlatformOrg, demoGroupID, "Platform")
+	// payments has a GitHub integration that is not brokered yet (the
+	// engine enables Broker on it) and a GitLab one that already is (the
+	// engine adopts it). platform starts empty.
+	w.snyk.AddIntegration(demoPaymentsOrg, "github", false)
+	w.snyk.AddIntegration(demoPaymentsOrg, "gitlab", true)
+
+	scopes := []string{"admin:repo_hook", "read:org", "repo"}
+	w.github.AddToken(demoGitHubToken, scmtest.GitHubToken{Login: "snyk-broker-bot", Scopes: scopes, ExpiresAt: time.Now().AddDate(0, 6, 0).UTC().Truncate(time.Second)})
+	w.github.AddToken(demoReadOnlyPAT, scmtest.GitHubToken{Login: "readonly-bot", Scopes: []string{"read:org", "public_repo"}})
+	w.github.AddToken(demoFineGrained, scmtest.GitHubToken{Login: "fine-grained-bot"})
+	w.github.AddToken(demoExpiredToken, scmtest.GitHubToken{Login: "expired-bot", Scopes: scopes, ExpiresAt: time.Now().AddDate(0, 0, -1).UTC()})
+	w.ghe.AddToken(demoGHEToken, scmtest.GitHubToken{Login: "ghe-broker-bot", Scopes: []string{"admin:org", "admin:repo_hook", "repo"}})
+	w.gitlab.AddToken(demoGitLabToken, scmtest.GitLabToken{Username: "gitlab-broker-bot", Scopes: []string{"api"}, ExpiresAt: time.Now().AddDate(0, 6, 0).UTC().Format("2006-01-02"), AccessLevel: scmtest.GitLabMaintainer})
+	w.azure.AddToken(demoAzureToken, scmtest.AzureToken{DisplayName: "Snyk Broker", CodeRead: true})
+	w.bitbucket.AddUser(scmtest.BitbucketUser{Username: demoBBUser, Password: demoBBPassword, Tokens: []string{demoBBToken}, RepoAdmin: true})
+
+	w.info = Info{
+		APIToken: demoAPIToken, ClientID: demoClientID, ClientSecret: demoClientSecret, GroupID: demoGroupID,
+		Orgs:        map[string]string{"payments": demoPaymentsOrg, "platform": demoPlatformOrg},
+		GitHubToken: demoGitHubToken, GHEToken: demoGHEToken, GitLabToken: demoGitLabToken,
+		AzureToken: demoAzureToken, AzureOrg: demoAzureOrg,
+		BitbucketUsername: demoBBUser, BitbucketPassword: demoBBPassword, BitbucketToken: demoBBToken,
+		GitHubReadOnlyToken: demoReadOnlyPAT, GitHubFineGrained: demoFineGrained, GitHubExpiredToken: demoExpiredToken,
+	}
+	return w
+}
+
+func (w *world) addOrg(id, group, name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.snyk.AddOrg(id, group, name)
+	w.orgIDs = append(w.orgIDs, id)
+}
+
+func (w *world) configure(latency time.Duration, rateLimit int, rateWindow time.Duration, retryAfter bool) {
+	for _, inj := range w.injectors() {
+		inj.SetLatency(latency)
+	}
+	if rateLimit > 0 {
+		w.snyk.SetBehaviour(snyktest.Behaviour{RateLimitWindow: rateWindow, RateLimitPerWindow: rateLimit, RateLimitRetryAfter: retryAfter})
+	}
+}
+
+func (w *world) injectors() map[string]*fault.Injector {
+	return map[string]*fault.Injector{
+		"snyk": w.snyk.Faults(), "github": w.github.Faults(), "ghe": w.ghe.Faults(),
+		"gitlab": w.gitlab.Faults(), "azure": w.azure.Faults(), "bitbucket": w.bitbucket.Faults(),
+	}
+}
+
+func (w *world) seen() map[string]func() []string {
+	return map[string]func() []string{
+		"github": w.github.SeenTokens, "ghe": w.ghe.SeenTokens, "gitlab": w.gitlab.SeenTokens,
+		"azure": w.azure.SeenTokens, "bitbucket": w.bitbucket.SeenTokens,
+	}
+}
+
+// integrationState is one integration as Snyk sees it, for tests.
+type integrationState struct {
+	OrgID            string `json:"org_id"`
+	Type             string `json:"type"`
+	ID               string `json:"id"`
+	Brokered         bool   `json:"brokered"`
+	CurrentToken     string `json:"current_token"`
+	ProvisionalToken string `json:"provisional_token"`
+}
+
+func (w *world) state() []integrationState {
+	w.mu.Lock()
+	orgs := append([]string(nil), w.orgIDs...)
+	w.mu.Unlock()
+	var out []integrationState
+	for _, org := range orgs {
+		ids := w.snyk.IntegrationIDs(org)
+		types := make([]string, 0, len(ids))
+		for t := range ids {
+			types = append(types, t)
+		}
+		sort.Strings(types)
+		for _, t := range types {
+			id := ids[t]
+			out = append(out, integrationState{
+				OrgID: org, Type: t, ID: id, Brokered: w.snyk.Brokered(id),
+				CurrentToken: w.snyk.CurrentToken(id), ProvisionalToken: w.snyk.ProvisionalToken(id),
+			})
+		}
+	}
+	return out
+}
+
+// adminHandler is the simulator's control surface (plain HTTP, loopback).
+//
+//	GET  /info                      sim.json
+//	GET  /state                     integrations with current/provisional tokens
+//	GET  /calls?target=snyk         per-route call counters
+//	GET  /seen?target=github        credentials the fake SCM has seen
+//	GET  /token-status?token=T      {"current":bool,"provisional":bool}: how Snyk routes T
+//	POST /orgs                      {"org_id","group_id","name"}
+//	POST /integrations              {"org_id","type","brokered"} -> {"id","broker_token"}
+//	POST /faults                    {"target","route","status","retry_after","times","delay_ms","after_handler"}
+//	POST /faults/clear              {"target"} ("" = all)
+//	POST /latency                   {"target","ms"}
+func (w *world) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /info", func(rw http.ResponseWriter, _ *http.Request) {
+		w.mu.Lock()
+		info := w.info
+		w.mu.Unlock()
+		writeJSON(rw, http.StatusOK, info)
+	})
+	mux.HandleFunc("GET /state", func(rw http.ResponseWriter, _ *http.Request) {
+		writeJSON(rw, http.StatusOK, w.state())
+	})
+	mux.HandleFunc("GET /calls", func(rw http.ResponseWriter, r *http.Request) {
+		inj, ok := w.injectors()[r.URL.Query().Get("target")]
+		if !ok {
+			http.Error(rw, "unknown target", http.StatusBadRequest)
+			return
+		}
+		writeJSON(rw, http.StatusOK, inj.CallCounts())
+	})
+	mux.HandleFunc("GET /seen", func(rw http.ResponseWriter, r *http.Request) {
+		f, ok := w.seen()[r.URL.Query().Get("target")]
+		if !ok {
+			http.Error(rw, "unknown target", http.StatusBadRequest)
+			return
+		}
+		writeJSON(rw, http.StatusOK, nonNil(f()))
+	})
+	mux.HandleFunc("GET /token-status", func(rw http.ResponseWriter, r *http.Request) {
+		tok := r.URL.Query().Get("token")
+		writeJSON(rw, http.StatusOK, map[string]bool{
+			"current":     w.snyk.TokenIsCurrent(tok),
+			"provisional": w.snyk.TokenIsProvisional(tok),
+		})
+	})
+	mux.HandleFunc("POST /orgs", func(rw http.ResponseWriter, r *http.Request) {
+		var in struct{ OrgID, GroupID, Name string }
+		if !decode(rw, r, &in) {
+			return
+		}
+		w.addOrg(in.OrgID, in.GroupID, in.Name)
+		rw.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /integrations", func(rw http.ResponseWriter, r *http.Request) {
+		var in struct {
+			OrgID    string `json:"org_id"`
+			Type     string `json:"type"`
+			Brokered bool   `json:"brokered"`
+		}
+		if !decode(rw, r, &in) {
+			return
+		}
+		id, tok := w.snyk.AddIntegration(in.OrgID, in.Type, in.Brokered)
+		writeJSON(rw, http.StatusOK, map[string]string{"id": id, "broker_token": tok})
+	})
+	mux.HandleFunc("POST /faults", func(rw http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Target       string `json:"target"`
+			Route        string `json:"route"`
+			Status       int    `json:"status"`
+			RetryAfter   string `json:"retry_after"`
+			Times        int    `json:"times"`
+			DelayMS      int    `json:"delay_ms"`
+			AfterHandler bool   `json:"after_handler"`
+		}
+		if !decode(rw, r, &in) {
+			return
+		}
+		inj, ok := w.injectors()[in.Target]
+		if !ok {
+			http.Error(rw, "unknown target", http.StatusBadRequest)
+			return
+		}
+		inj.Inject(in.Route, fault.Fault{Status: in.Status, RetryAfter: in.RetryAfter, Times: in.Times,
+			Delay: time.Duration(in.DelayMS) * time.Millisecond, AfterHandler: in.AfterHandler})
+		rw.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /faults/clear", func(rw http.ResponseWriter, r *http.Request) {
+		var in struct{ Target string }
+		if !decode(rw, r, &in) {
+			return
+		}
+		for name, inj := range w.injectors() {
+			if in.Target == "" || in.Target == name {
+				inj.Clear()
+			}
+		}
+		rw.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /latency", func(rw http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Target string
+			MS     int
+		}
+		if !decode(rw, r, &in) {
+			return
+		}
+		inj, ok := w.injectors()[in.Target]
+		if !ok {
+			http.Error(rw, "unknown target", http.StatusBadRequest)
+			return
+		}
+		inj.SetLatency(time.Duration(in.MS) * time.Millisecond)
+		rw.WriteHeader(http.StatusNoContent)
+	})
+	return mux
+}
+
+func decode(rw http.ResponseWriter, r *http.Request, v interface{}) bool {
+	if r.ContentLength == 0 {
+		return true
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(rw, r.Body, 1<<20)).Decode(v); err != nil {
+		http.Error(rw, "bad JSON: "+strconv.Quote(err.Error()), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+func writeJSON(rw http.ResponseWriter, status int, v interface{}) {
+	rw.Header().Set("Content-Type", "application/json")
+	rw.WriteHeader(status)
+	if err := json.NewEncoder(rw).Encode(v); err != nil {
+		fmt.Println("admin: encode:", err)
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
