@@ -19,6 +19,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -109,6 +112,9 @@ func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateL
 	}()
 	w.info = info
 
+	if err := writeEnvFile(filepath.Join(dir, "sim.env"), info); err != nil {
+		return err
+	}
 	raw, _ := json.MarshalIndent(info, "", "  ")
 	// Written last and atomically: its existence means every server is up.
 	tmp := filepath.Join(dir, "sim.json.tmp")
@@ -129,4 +135,41 @@ func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateL
 		_ = s.Shutdown(ctx)
 	}
 	return nil
+}
+
+// writeEnvFile writes sim.json's values as shell assignments (SIM_SNYK_URL=…)
+// so scripts can source them without a JSON parser.
+func writeEnvFile(path string, info Info) error {
+	raw, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	var m map[string]interface{}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		var v string
+		switch x := m[k].(type) {
+		case string:
+			v = x
+		case float64:
+			v = strconv.FormatFloat(x, 'f', -1, 64)
+		case map[string]interface{}:
+			for name, id := range x {
+				fmt.Fprintf(&b, "SIM_%s_%s='%v'\n", strings.ToUpper(k), strings.ToUpper(name), id)
+			}
+			continue
+		default:
+			continue
+		}
+		fmt.Fprintf(&b, "SIM_%s='%s'\n", strings.ToUpper(k), v)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
 }
