@@ -162,7 +162,10 @@ func (in *Injector) Wrap(route string, next http.HandlerFunc) http.HandlerFunc {
 			select {
 			case <-time.After(f.Delay):
 			case <-r.Context().Done():
-				return
+				// The client gave up: drop the connection. Returning would
+				// make net/http send an implicit 200 that a racing client
+				// could read as success.
+				panic(http.ErrAbortHandler)
 			}
 		}
 		if f.Status == 0 {
