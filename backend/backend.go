@@ -49,6 +49,10 @@ type Options struct {
 	Now func() time.Time
 	// Retry overrides the retry policy of upstream calls.
 	Retry *httpx.RetryPolicy
+	// Tick is the rotation engine's tick (1s by default).
+	Tick time.Duration
+	// NoTicker leaves the rotation queue to be driven by tests.
+	NoTicker bool
 }
 
 type backend struct {
@@ -68,6 +72,8 @@ type backend struct {
 	// them: storage writes are atomic, so a read sees either the old or the
 	// new entry, never a mix.
 	integrationLocks []*locksutil.LockEntry
+
+	rotation *rotationManager
 }
 
 func newBackend(opts Options) *backend {
@@ -79,6 +85,7 @@ func newBackend(opts Options) *backend {
 	if b.now == nil {
 		b.now = time.Now
 	}
+	b.rotation = newRotationManager(b)
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -103,6 +110,8 @@ func newBackend(opts Options) *backend {
 		Secrets: []*framework.Secret{
 			secretBrokerToken(b),
 		},
+		InitializeFunc:    b.initialize,
+		Clean:             b.clean,
 		Invalidate:        b.invalidate,
 		WALRollback:       b.walRollback,
 		WALRollbackMinAge: walRollbackMinAge,
@@ -161,7 +170,7 @@ func (b *backend) newSnykClient(cfg *snykConfig) (*snyk.Client, error) {
 		CACert:         cfg.CACert,
 		RequestTimeout: cfg.RequestTimeout,
 		Retry:          b.retryPolicy(),
-		Logger:         b.Logger().Named("snyk"),
+		Logger:         b.log().Named("snyk"),
 		Now:            b.now,
 	})
 }
@@ -170,12 +179,12 @@ func (b *backend) retryPolicy() httpx.RetryPolicy {
 	if b.opts.Retry != nil {
 		p := *b.opts.Retry
 		if p.Logger == nil {
-			p.Logger = b.Logger().Named("http")
+			p.Logger = b.log().Named("http")
 		}
 		return p
 	}
 	p := httpx.DefaultRetryPolicy()
-	p.Logger = b.Logger().Named("http")
+	p.Logger = b.log().Named("http")
 	return p
 }
 

@@ -126,6 +126,12 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		return &logical.Response{Data: e.statusData(cfg)}, nil
 	}
 
+	// The org's Snyk group decides which rotations must be serialized with
+	// this one; a transient failure leaves it for the rotation engine.
+	if _, err := b.rotation.resolveLane(ctx, s, client, cfg, e, false); err != nil {
+		b.log().Debug("org group look-up deferred", "org_id", e.OrgID, "error", err)
+	}
+
 	// Provision first: on an already-brokered integration it yields a
 	// provisional token (adoption); on a not-yet-brokered one Snyk refuses
 	// it, and only then is Broker enabled. Enabling Broker on an already-
@@ -147,6 +153,7 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 			return nil, err
 		}
 		b.deleteWAL(ctx, s, walID)
+		b.rotation.claimLane(e)
 		b.log().Info("adopted an already-brokered integration with a provisional token",
 			"name", e.Name, "scm", e.SCM, "integration_id", e.IntegrationID, "switch_at", e.NextVaultRotation)
 		return &logical.Response{
@@ -271,6 +278,7 @@ func (b *backend) provision(ctx context.Context, s logical.Storage, client *snyk
 	e.ProvisionalToken = token
 	e.ProvisionedAt = b.now().UTC()
 	e.RotationState = stateProvisioned
+	e.RetryAt, e.Failures = time.Time{}, 0
 	if err := b.persistObtained(ctx, s, e); err != nil {
 		return err
 	}
@@ -318,6 +326,7 @@ func (b *backend) switchToken(ctx context.Context, s logical.Storage, client *sn
 	e.RotationState = stateActive
 	e.LastVaultRotation = now
 	e.LastRotationError = ""
+	e.RetryAt, e.Failures = time.Time{}, 0
 	next, err := e.policy(cfg).nextRotation(now)
 	if err != nil {
 		return err
@@ -342,23 +351,6 @@ func switchAlreadyHappened(err error) bool {
 		return true
 	}
 	return false
-}
-
-// rotateNow provisions (unless a provisional token is held) and switches.
-// Failures are recorded on the integration so the read shows them.
-func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry) error {
-	err := b.provision(ctx, s, client, e)
-	if err == nil {
-		err = b.switchToken(ctx, s, client, cfg, e)
-	}
-	if err != nil {
-		e.LastRotationError = fmt.Sprintf("%s: %v", b.now().UTC().Format(time.RFC3339), err)
-		if putErr := putIntegration(ctx, s, e); putErr != nil {
-			b.log().Error("could not record the rotation error", "name", e.Name, "scm", e.SCM, "error", putErr)
-		}
-		b.log().Error("Broker token rotation failed", "name", e.Name, "scm", e.SCM, "integration_id", e.IntegrationID, "error", err)
-	}
-	return err
 }
 
 // walRollback runs for WAL entries that outlived walRollbackMinAge: the

@@ -39,6 +39,25 @@ type snykConfig struct {
 	ProvisionAhead time.Duration `json:"provision_ahead"`
 	RequestTimeout time.Duration `json:"request_timeout"`
 	SkipVerify     bool          `json:"skip_verify"`
+
+	// RotationRequestsPerMinute bounds the rotation engine's Snyk requests
+	// for the whole mount; RotationConcurrency bounds parallel rotations.
+	RotationRequestsPerMinute int `json:"rotation_requests_per_minute,omitempty"`
+	RotationConcurrency       int `json:"rotation_concurrency,omitempty"`
+}
+
+func (c *snykConfig) rotationBudget() int {
+	if c.RotationRequestsPerMinute > 0 {
+		return c.RotationRequestsPerMinute
+	}
+	return defaultRotationBudget
+}
+
+func (c *snykConfig) rotationWorkers() int {
+	if c.RotationConcurrency > 0 {
+		return c.RotationConcurrency
+	}
+	return defaultRotationWorkers
 }
 
 func defaultConfig() *snykConfig {

@@ -73,6 +73,19 @@ type integrationEntry struct {
 	ProvisionAhead           time.Duration `json:"provision_ahead,omitempty"`
 	DisableAutomatedRotation bool          `json:"disable_automated_rotation"`
 
+	// The Snyk group the org belongs to, looked up once: rotations are
+	// serialized per group because Snyk allows one provisional token per
+	// group. GroupResolved with an empty GroupID means the org has no group;
+	// GroupLookupFailed puts the integration in the mount-wide lane.
+	GroupID           string `json:"group_id,omitempty"`
+	GroupResolved     bool   `json:"group_resolved,omitempty"`
+	GroupLookupFailed bool   `json:"group_lookup_failed,omitempty"`
+
+	// RetryAt is when a failed rotation step is tried again; Failures counts
+	// consecutive failures for the back-off.
+	RetryAt  time.Time `json:"retry_at,omitempty"`
+	Failures int       `json:"failures,omitempty"`
+
 	RotationState     string    `json:"rotation_state"`
 	LastVaultRotation time.Time `json:"last_vault_rotation,omitempty"`
 	NextVaultRotation time.Time `json:"next_vault_rotation,omitempty"`

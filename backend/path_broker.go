@@ -173,7 +173,7 @@ func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
 	if p.DisableAutomatedRotation || e.NextVaultRotation.IsZero() {
 		return ttl
 	}
-	untilSwitch := e.NextVaultRotation.Sub(now)
+	untilSwitch := e.switchNotBefore(p, now).Sub(now)
 	if untilSwitch < ttl {
 		ttl = untilSwitch
 	}
@@ -210,6 +210,10 @@ func (b *backend) pathBrokerRotate(ctx context.Context, req *logical.Request, d 
 		return nil, err
 	}
 	if err := b.rotateNow(ctx, req.Storage, client, cfg, e); err != nil {
+		var busy errLaneBusy
+		if errors.As(err, &busy) {
+			return logical.ErrorResponse(busy.Error()), nil
+		}
 		if resp, callerErr := snykCallerError(err, e, "rotating the Broker token"); resp != nil {
 			return resp, nil
 		} else if snyk.StatusOf(err) == 0 {
@@ -266,3 +270,21 @@ Like a database static role's manual rotation it restarts the schedule.
 
   vault write -f snyk/broker/payments/github/rotate
 `
+
+// switchNotBefore is the earliest instant the served token can change by a
+// scheduled switch. A switch needs a held provisional token and is retried at
+// RetryAt after a failure; without a provisional token, provisioning comes
+// first and the switch follows it by provision_ahead at the earliest.
+func (e *integrationEntry) switchNotBefore(p policy, now time.Time) time.Time {
+	at := e.NextVaultRotation
+	if e.ProvisionalToken != "" {
+		if e.RetryAt.After(at) {
+			at = e.RetryAt
+		}
+		return at
+	}
+	if earliest := now.Add(p.ProvisionAhead); earliest.After(at) {
+		at = earliest
+	}
+	return at
+}

@@ -80,6 +80,16 @@ func pathConfig(b *backend) []*framework.Path {
 				Type:        framework.TypeBool,
 				Description: "Do not call Snyk to verify the credential on write.",
 			},
+			"rotation_requests_per_minute": {
+				Type:        framework.TypeInt,
+				Description: "Budget of Snyk requests per minute for the whole mount's rotations (Snyk allows 2,000 per user).",
+				Default:     defaultRotationBudget,
+			},
+			"rotation_concurrency": {
+				Type:        framework.TypeInt,
+				Description: "How many integrations the rotation engine works on at once (one at a time per Snyk group).",
+				Default:     defaultRotationWorkers,
+			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -120,18 +130,20 @@ func pathConfig(b *backend) []*framework.Path {
 }
 
 var configResponseFields = map[string]*framework.FieldSchema{
-	"auth_method":            {Type: framework.TypeString, Description: "api_token or oauth_client_credentials"},
-	"client_id":              {Type: framework.TypeString},
-	"credential_fingerprint": {Type: framework.TypeString, Description: "Short SHA-256 prefix of the credential"},
-	"region":                 {Type: framework.TypeString},
-	"api_url":                {Type: framework.TypeString},
-	"broker_server_url":      {Type: framework.TypeString},
-	"ca_cert":                {Type: framework.TypeString},
-	"ttl":                    {Type: framework.TypeDurationSecond},
-	"rotation_period":        {Type: framework.TypeDurationSecond},
-	"provision_ahead":        {Type: framework.TypeDurationSecond},
-	"request_timeout":        {Type: framework.TypeDurationSecond},
-	"skip_verify":            {Type: framework.TypeBool},
+	"auth_method":                  {Type: framework.TypeString, Description: "api_token or oauth_client_credentials"},
+	"client_id":                    {Type: framework.TypeString},
+	"credential_fingerprint":       {Type: framework.TypeString, Description: "Short SHA-256 prefix of the credential"},
+	"region":                       {Type: framework.TypeString},
+	"api_url":                      {Type: framework.TypeString},
+	"broker_server_url":            {Type: framework.TypeString},
+	"ca_cert":                      {Type: framework.TypeString},
+	"ttl":                          {Type: framework.TypeDurationSecond},
+	"rotation_period":              {Type: framework.TypeDurationSecond},
+	"provision_ahead":              {Type: framework.TypeDurationSecond},
+	"request_timeout":              {Type: framework.TypeDurationSecond},
+	"skip_verify":                  {Type: framework.TypeBool},
+	"rotation_requests_per_minute": {Type: framework.TypeInt},
+	"rotation_concurrency":         {Type: framework.TypeInt},
 }
 
 func regionNames() []interface{} {
@@ -158,17 +170,19 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		return nil, err
 	}
 	data := map[string]interface{}{
-		"auth_method":            cfg.authMethod(),
-		"credential_fingerprint": cfg.fingerprint(),
-		"region":                 cfg.Region,
-		"api_url":                cfg.effectiveAPIURL(),
-		"broker_server_url":      cfg.effectiveBrokerServerURL(),
-		"ca_cert":                cfg.CACert,
-		"ttl":                    int64(cfg.TTL.Seconds()),
-		"rotation_period":        int64(cfg.RotationPeriod.Seconds()),
-		"provision_ahead":        int64(cfg.ProvisionAhead.Seconds()),
-		"request_timeout":        int64(cfg.RequestTimeout.Seconds()),
-		"skip_verify":            cfg.SkipVerify,
+		"auth_method":                  cfg.authMethod(),
+		"credential_fingerprint":       cfg.fingerprint(),
+		"region":                       cfg.Region,
+		"api_url":                      cfg.effectiveAPIURL(),
+		"broker_server_url":            cfg.effectiveBrokerServerURL(),
+		"ca_cert":                      cfg.CACert,
+		"ttl":                          int64(cfg.TTL.Seconds()),
+		"rotation_period":              int64(cfg.RotationPeriod.Seconds()),
+		"provision_ahead":              int64(cfg.ProvisionAhead.Seconds()),
+		"request_timeout":              int64(cfg.RequestTimeout.Seconds()),
+		"skip_verify":                  cfg.SkipVerify,
+		"rotation_requests_per_minute": cfg.rotationBudget(),
+		"rotation_concurrency":         cfg.rotationWorkers(),
 	}
 	if cfg.ClientID != "" {
 		data["client_id"] = cfg.ClientID
@@ -287,6 +301,20 @@ func applyConfigFields(cfg *snykConfig, d *framework.FieldData) []string {
 	}
 	if v, ok := d.GetOk("skip_verify"); ok {
 		cfg.SkipVerify = v.(bool)
+	}
+	if v, ok := d.GetOk("rotation_requests_per_minute"); ok {
+		if n := v.(int); n < 1 || n > 2000 {
+			problems = append(problems, fmt.Sprintf("rotation_requests_per_minute must be between 1 and 2000 (Snyk's v1 limit per user), got %d", n))
+		} else {
+			cfg.RotationRequestsPerMinute = n
+		}
+	}
+	if v, ok := d.GetOk("rotation_concurrency"); ok {
+		if n := v.(int); n < 1 || n > 64 {
+			problems = append(problems, fmt.Sprintf("rotation_concurrency must be between 1 and 64, got %d", n))
+		} else {
+			cfg.RotationConcurrency = n
+		}
 	}
 	return problems
 }

@@ -329,6 +329,9 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 		if resp != nil {
 			resp.Warnings = append(warnings, resp.Warnings...)
 		}
+		if err == nil && (resp == nil || !resp.IsError()) {
+			b.rotation.schedule(&e, cfg)
+		}
 		return resp, err
 	}
 
@@ -351,6 +354,7 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 	if err := putIntegration(ctx, req.Storage, &e); err != nil {
 		return nil, err
 	}
+	b.rotation.schedule(&e, cfg)
 	return &logical.Response{Data: e.statusData(cfg), Warnings: warnings}, nil
 }
 
@@ -554,6 +558,7 @@ func (b *backend) pathIntegrationDelete(ctx context.Context, req *logical.Reques
 	if err := req.Storage.Delete(ctx, integrationStorageKey(name, kind)); err != nil {
 		return nil, err
 	}
+	b.rotation.forget(e)
 	if e.ProvisionalToken == "" {
 		return nil, nil
 	}

@@ -1,0 +1,742 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/queue"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
+)
+
+// The rotation engine. Vault Community Edition has no rotation manager for
+// plugins, and Vault's periodic function ticks only about once a minute, so
+// the engine owns its schedule, as the database and openldap engines do for
+// static roles: a priority queue of "next action" times, a short ticker that
+// pops only what is due, and per-integration locks shared with the API paths.
+//
+// An integration goes through two actions per rotation:
+//
+//	next_vault_rotation - provision_ahead   provision a token and store it
+//	next_vault_rotation                     switch to it
+//
+// Everything the queue knows is derived from stored integrations, so it is
+// rebuilt from storage whenever the mount is initialized (start-up, plugin
+// restart, leadership change). Background work runs only where writes are
+// safe (not on performance standbys or secondaries).
+
+const (
+	defaultTick               = time.Second
+	defaultRotationBudget     = 600 // Snyk requests per minute, well under Snyk's 2,000
+	defaultRotationWorkers    = 4
+	rateLimitPause            = time.Minute // Snyk: "until requests stop for ... a minute"
+	blockedGroupBackoff       = time.Hour
+	firstFailureBackoff       = 10 * time.Second
+	maxFailureBackoff         = 30 * time.Minute
+	configMissingRetry        = time.Minute
+	eventBrokerProvision      = "snyk/broker-provision"
+	eventBrokerSwitch         = "snyk/broker-switch"
+	eventBrokerRotateFail     = "snyk/broker-rotate-fail"
+	laneMount                 = "mount"
+	errBudgetExhaustedMessage = "request budget exhausted"
+)
+
+var errBudgetExhausted = errors.New(errBudgetExhaustedMessage)
+
+// lane serializes rotations that share one Snyk provisional-token slot: a
+// Snyk group (or an org without one, or the whole mount when the group could
+// not be looked up).
+type lane struct {
+	// busy is held for the duration of one provision or switch call.
+	busy sync.Mutex
+	// holder is the integration that holds the lane's provisional token,
+	// from provision until its switch completes.
+	holder string
+	// waiters are integrations due to provision while the lane was held;
+	// they are queued again when it frees, so waiting costs no ticks.
+	waiters []string
+}
+
+type rotationManager struct {
+	b *backend
+
+	mu          sync.Mutex
+	queue       *queue.PriorityQueue
+	lanes       map[string]*lane
+	tokens      float64
+	refilledAt  time.Time
+	pausedUntil time.Time
+	storage     logical.Storage
+	cancel      context.CancelFunc
+	done        chan struct{}
+}
+
+func newRotationManager(b *backend) *rotationManager {
+	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}}
+}
+
+// queueKey names an integration in the queue and in lanes.
+func queueKey(name, scmKind string) string { return name + "/" + scmKind }
+
+func splitQueueKey(key string) (name, scmKind string) {
+	i := strings.LastIndex(key, "/")
+	return key[:i], key[i+1:]
+}
+
+// initialize is the backend's InitializeFunc.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if !b.WriteSafeReplicationState() {
+		b.log().Info("not starting the rotation engine: this node cannot write (standby or secondary)")
+		return nil
+	}
+	m := b.rotation
+	if err := m.load(ctx, req.Storage); err != nil {
+		return err
+	}
+	if !b.opts.NoTicker {
+		m.start(req.Storage)
+	}
+	return nil
+}
+
+// clean is the backend's Clean: it stops the ticker on unmount or shutdown.
+func (b *backend) clean(context.Context) {
+	b.rotation.stop()
+}
+
+// load reconciles interrupted calls and rebuilds the queue and the lanes.
+func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
+	if err := m.b.reconcileWALs(ctx, s); err != nil {
+		return err
+	}
+	cfg, err := getConfig(ctx, s)
+	if err != nil {
+		return err
+	}
+	keys, err := listIntegrationKeys(ctx, s)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.storage = s
+	m.queue = queue.New()
+	m.lanes = map[string]*lane{}
+	m.mu.Unlock()
+	if cfg == nil {
+		// Schedules are still known; processing waits for a credential.
+		cfg = defaultConfig()
+	}
+	for _, key := range keys {
+		name, kind := splitQueueKey(key)
+		e, err := getIntegration(ctx, s, name, kind)
+		if err != nil || e == nil {
+			if err != nil {
+				m.b.log().Error("could not load integration for rotation", "integration", key, "error", err)
+			}
+			continue
+		}
+		if e.ProvisionalToken != "" && e.GroupResolved {
+			m.mu.Lock()
+			m.laneLocked(laneKey(e)).holder = key
+			m.mu.Unlock()
+		}
+		m.schedule(e, cfg)
+	}
+	m.b.log().Info("rotation engine loaded", "integrations", len(keys), "queued", m.queueLen())
+	return nil
+}
+
+func listIntegrationKeys(ctx context.Context, s logical.Storage) ([]string, error) {
+	orgs, err := s.List(ctx, integrationStoragePrefix)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, org := range orgs {
+		scms, err := s.List(ctx, integrationStoragePrefix+org)
+		if err != nil {
+			return nil, err
+		}
+		for _, kind := range scms {
+			keys = append(keys, strings.TrimSuffix(org, "/")+"/"+kind)
+		}
+	}
+	return keys, nil
+}
+
+func (m *rotationManager) start(s logical.Storage) {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.mu.Lock()
+	m.storage = s
+	m.cancel = cancel
+	m.done = make(chan struct{})
+	done := m.done
+	m.mu.Unlock()
+	tick := m.b.opts.Tick
+	if tick <= 0 {
+		tick = defaultTick
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				m.tick(ctx)
+			}
+		}
+	}()
+}
+
+func (m *rotationManager) stop() {
+	m.mu.Lock()
+	cancel, done := m.cancel, m.done
+	m.cancel, m.done = nil, nil
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+func (m *rotationManager) queueLen() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.queue.Len()
+}
+
+// nextAction is when the integration next needs the engine, if ever.
+func (e *integrationEntry) nextAction(p policy) (time.Time, bool) {
+	if p.DisableAutomatedRotation || e.NextVaultRotation.IsZero() {
+		return time.Time{}, false
+	}
+	if !e.RetryAt.IsZero() {
+		return e.RetryAt, true
+	}
+	if e.ProvisionalToken != "" {
+		return e.NextVaultRotation, true
+	}
+	return e.NextVaultRotation.Add(-p.ProvisionAhead), true
+}
+
+// schedule (re)queues an integration at its next action, or drops it.
+func (m *rotationManager) schedule(e *integrationEntry, cfg *snykConfig) {
+	key := queueKey(e.Name, e.SCM)
+	at, ok := e.nextAction(e.policy(cfg))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, _ = m.queue.PopByKey(key)
+	if ok {
+		_ = m.queue.Push(&queue.Item{Key: key, Priority: at.UnixMilli()})
+	}
+}
+
+func (m *rotationManager) pushAt(key string, at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, _ = m.queue.PopByKey(key)
+	_ = m.queue.Push(&queue.Item{Key: key, Priority: at.UnixMilli()})
+}
+
+// forget drops a deleted integration from the queue and its lane.
+func (m *rotationManager) forget(e *integrationEntry) {
+	key := queueKey(e.Name, e.SCM)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, _ = m.queue.PopByKey(key)
+	for _, l := range m.lanes {
+		if l.holder == key {
+			m.releaseLocked(l)
+		}
+		for i, w := range l.waiters {
+			if w == key {
+				l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+func laneKey(e *integrationEntry) string {
+	switch {
+	case e.GroupLookupFailed || !e.GroupResolved:
+		return laneMount
+	case e.GroupID != "":
+		return "group:" + e.GroupID
+	default:
+		return "org:" + e.OrgID
+	}
+}
+
+func (m *rotationManager) laneLocked(key string) *lane {
+	l, ok := m.lanes[key]
+	if !ok {
+		l = &lane{}
+		m.lanes[key] = l
+	}
+	return l
+}
+
+// releaseLocked frees a lane and queues its waiters at once.
+func (m *rotationManager) releaseLocked(l *lane) {
+	l.holder = ""
+	now := m.b.now().UnixMilli()
+	for _, w := range l.waiters {
+		_, _ = m.queue.PopByKey(w)
+		_ = m.queue.Push(&queue.Item{Key: w, Priority: now})
+	}
+	l.waiters = nil
+}
+
+// budget is a token bucket of Snyk requests for the whole mount, refilled
+// continuously at the configured rate per minute. It keeps a storm of due
+// rotations below Snyk's rate limit instead of discovering it through 429s.
+func (m *rotationManager) takeToken(cfg *snykConfig, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.refillLocked(cfg, now)
+	if m.tokens < 1 {
+		return false
+	}
+	m.tokens--
+	return true
+}
+
+// chargeToken spends a token even into debt: manual rotations are never
+// refused for budget, but the background work pays for them.
+func (m *rotationManager) chargeToken(cfg *snykConfig, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.refillLocked(cfg, now)
+	m.tokens--
+}
+
+func (m *rotationManager) refillLocked(cfg *snykConfig, now time.Time) {
+	perMinute := float64(cfg.rotationBudget())
+	burst := perMinute / 60
+	if burst < 1 {
+		burst = 1
+	}
+	if m.refilledAt.IsZero() {
+		m.tokens, m.refilledAt = burst, now
+		return
+	}
+	if elapsed := now.Sub(m.refilledAt); elapsed > 0 {
+		m.tokens += elapsed.Minutes() * perMinute
+		if m.tokens > burst {
+			m.tokens = burst
+		}
+		m.refilledAt = now
+	}
+}
+
+// tokenWait is roughly how long until the next token.
+func (m *rotationManager) tokenWait(cfg *snykConfig) time.Duration {
+	return time.Duration(float64(time.Minute) / float64(cfg.rotationBudget()))
+}
+
+// tick pops what is due (no more than the budget allows) and works through
+// it with bounded concurrency. Its cost is proportional to the due work, not
+// to the number of integrations.
+func (m *rotationManager) tick(ctx context.Context) {
+	m.mu.Lock()
+	s := m.storage
+	m.mu.Unlock()
+	if s == nil {
+		return
+	}
+	cfg, err := getConfig(ctx, s)
+	if err != nil || cfg == nil {
+		return
+	}
+	now := m.b.now()
+
+	m.mu.Lock()
+	if now.Before(m.pausedUntil) {
+		m.mu.Unlock()
+		return
+	}
+	m.refillLocked(cfg, now)
+	// Each popped item spends at most one token, plus one for a first group
+	// look-up; popping more than that would only push them back.
+	limit := int(m.tokens) + cfg.rotationWorkers()
+	var due []string
+	for len(due) < limit && m.queue.Len() > 0 {
+		item, err := m.queue.Pop()
+		if err != nil {
+			break
+		}
+		if item.Priority > now.UnixMilli() {
+			_ = m.queue.Push(item)
+			break
+		}
+		due = append(due, item.Key)
+	}
+	m.mu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.rotationWorkers() && i < len(due); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for key := range work {
+				m.process(ctx, s, key)
+			}
+		}()
+	}
+	for _, key := range due {
+		work <- key
+	}
+	close(work)
+	wg.Wait()
+}
+
+// process takes one due integration one step further.
+func (m *rotationManager) process(ctx context.Context, s logical.Storage, key string) {
+	b := m.b
+	name, kind := splitQueueKey(key)
+	unlock := b.lockIntegration(name, kind)
+	defer unlock()
+
+	e, err := getIntegration(ctx, s, name, kind)
+	if err != nil {
+		b.log().Error("rotation: could not read integration", "integration", key, "error", err)
+		m.pushAt(key, b.now().Add(firstFailureBackoff))
+		return
+	}
+	if e == nil {
+		return
+	}
+	cfg, err := getConfig(ctx, s)
+	if err != nil || cfg == nil {
+		m.pushAt(key, b.now().Add(configMissingRetry))
+		return
+	}
+	p := e.policy(cfg)
+	now := b.now().UTC()
+	at, ok := e.nextAction(p)
+	if !ok {
+		return
+	}
+	if now.Before(at) {
+		m.pushAt(key, at)
+		return
+	}
+
+	if e.ProvisionalToken == "" && p.RotationWindow > 0 && p.RotationSchedule != "" && now.After(e.NextVaultRotation.Add(p.RotationWindow)) {
+		// Missed the window (Vault was down, or the group was busy): like a
+		// database static role, skip to the next scheduled time.
+		missed := e.NextVaultRotation
+		if e.NextVaultRotation, err = p.nextRotation(now); err != nil {
+			b.log().Error("rotation: bad schedule", "integration", key, "error", err)
+			return
+		}
+		e.RetryAt, e.Failures = time.Time{}, 0
+		if err := putIntegration(ctx, s, e); err != nil {
+			m.pushAt(key, now.Add(firstFailureBackoff))
+			return
+		}
+		b.log().Warn("rotation window missed; skipping to the next scheduled rotation", "integration", key, "missed", missed, "next", e.NextVaultRotation)
+		m.schedule(e, cfg)
+		return
+	}
+
+	client, err := b.snykClient(ctx, s)
+	if err != nil || client == nil {
+		m.pushAt(key, now.Add(configMissingRetry))
+		return
+	}
+
+	if e.ProvisionalToken == "" {
+		err = m.provisionStep(ctx, s, client, cfg, e, key)
+	} else {
+		if !m.takeToken(cfg, now) {
+			m.pushAt(key, now.Add(m.tokenWait(cfg)))
+			return
+		}
+		err = m.switchStep(ctx, s, client, cfg, e, key)
+	}
+	if errors.Is(err, errBudgetExhausted) {
+		m.pushAt(key, now.Add(m.tokenWait(cfg)))
+		return
+	}
+	if err != nil {
+		m.recordFailure(ctx, s, cfg, e, err)
+		return
+	}
+	m.schedule(e, cfg)
+}
+
+// resolveLane looks the org's Snyk group up once and remembers it.
+func (m *rotationManager) resolveLane(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, background bool) (string, error) {
+	if e.GroupResolved {
+		return laneKey(e), nil
+	}
+	now := m.b.now()
+	if background {
+		if !m.takeToken(cfg, now) {
+			return "", errBudgetExhausted
+		}
+	} else {
+		m.chargeToken(cfg, now)
+	}
+	group, err := client.OrgGroupID(ctx, e.OrgID)
+	switch {
+	case err == nil:
+		e.GroupID = group
+	case snyk.StatusOf(err) == http.StatusTooManyRequests || snyk.StatusOf(err) >= 500 || snyk.StatusOf(err) == 0:
+		return "", err
+	default:
+		// The REST org endpoint may be refused to this credential; a single
+		// lane for the whole mount is always safe, only slower.
+		m.b.log().Warn("could not look up the org's Snyk group; serializing its rotations with the whole mount",
+			"org_id", e.OrgID, "error", err)
+		e.GroupLookupFailed = true
+	}
+	e.GroupResolved = true
+	if stored, err := getIntegration(ctx, s, e.Name, e.SCM); err != nil {
+		return "", err
+	} else if stored != nil {
+		if err := putIntegration(ctx, s, e); err != nil {
+			return "", err
+		}
+	}
+	return laneKey(e), nil
+}
+
+// provisionStep obtains the provisional token inside the integration's lane.
+func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, key string) error {
+	laneName, err := m.resolveLane(ctx, s, client, cfg, e, true)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	l := m.laneLocked(laneName)
+	m.mu.Unlock()
+	l.busy.Lock()
+	defer l.busy.Unlock()
+
+	m.mu.Lock()
+	if l.holder != "" && l.holder != key {
+		// Another integration of the group holds the group's only
+		// provisional slot: wait for its switch without polling.
+		l.waiters = append(l.waiters, key)
+		m.mu.Unlock()
+		return nil
+	}
+	m.mu.Unlock()
+	now := m.b.now().UTC()
+	if !m.takeToken(cfg, now) {
+		return errBudgetExhausted
+	}
+	if err := m.b.provision(ctx, s, client, e); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	l.holder = key
+	m.mu.Unlock()
+
+	// Clients need provision_ahead to start on the new token before the
+	// switch; a late provision (Vault was down, the group was busy) moves
+	// the switch rather than shortening that overlap.
+	p := e.policy(cfg)
+	if earliest := now.Add(p.ProvisionAhead); e.NextVaultRotation.Before(earliest) {
+		e.NextVaultRotation = earliest
+	}
+	e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
+	if err := putIntegration(ctx, s, e); err != nil {
+		return err
+	}
+	m.b.sendEvent(ctx, eventBrokerProvision, e, "next_switch_at", e.NextVaultRotation.Format(time.RFC3339))
+	return nil
+}
+
+// switchStep makes the provisional token current and frees the lane.
+func (m *rotationManager) switchStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, key string) error {
+	m.mu.Lock()
+	l := m.laneLocked(laneKey(e))
+	m.mu.Unlock()
+	l.busy.Lock()
+	defer l.busy.Unlock()
+	if err := m.b.switchToken(ctx, s, client, cfg, e); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if l.holder == key || l.holder == "" {
+		m.releaseLocked(l)
+	}
+	m.mu.Unlock()
+	m.b.sendEvent(ctx, eventBrokerSwitch, e, "next_vault_rotation", e.NextVaultRotation.Format(time.RFC3339))
+	return nil
+}
+
+// recordFailure stores the error on the integration, backs off and requeues.
+// It never loops: every failure pushes the next attempt into the future.
+func (m *rotationManager) recordFailure(ctx context.Context, s logical.Storage, cfg *snykConfig, e *integrationEntry, err error) {
+	b := m.b
+	now := b.now().UTC()
+	key := queueKey(e.Name, e.SCM)
+	var msg string
+	switch {
+	case snyk.StatusOf(err) == http.StatusTooManyRequests:
+		// Snyk keeps answering 429 while requests continue: stop every
+		// background call for the window instead of retrying into it.
+		m.mu.Lock()
+		m.pausedUntil = now.Add(rateLimitPause)
+		m.mu.Unlock()
+		e.RetryAt = now.Add(rateLimitPause)
+		msg = fmt.Sprintf("Snyk rate limit (429): background rotations paused until %s", e.RetryAt.Format(time.RFC3339))
+	case e.ProvisionalToken == "" && snyk.IsProvisionalConflict(err):
+		e.Failures++
+		e.RetryAt = now.Add(blockedGroupBackoff)
+		msg = fmt.Sprintf("BLOCKED: Snyk refuses a new provisional token because one already exists in the org's group and Vault does not hold it "+
+			"(Snyk has no API to read or cancel it). Every Broker token rotation in the group is blocked until it is switched: "+
+			"find the integration holding it (Snyk UI) and switch it, then rotate this one. Retrying at %s. Snyk said: %v", e.RetryAt.Format(time.RFC3339), err)
+		b.log().Error("rotation blocked by a provisional token Vault does not hold", "integration", key, "org_id", e.OrgID, "group_id", e.GroupID)
+	default:
+		e.Failures++
+		backoff := firstFailureBackoff << (e.Failures - 1)
+		if backoff > maxFailureBackoff || backoff <= 0 {
+			backoff = maxFailureBackoff
+		}
+		e.RetryAt = now.Add(backoff)
+		step := "provision"
+		if e.ProvisionalToken != "" {
+			step = "switch"
+		}
+		msg = fmt.Sprintf("%s failed (attempt %d, next at %s): %v", step, e.Failures, e.RetryAt.Format(time.RFC3339), err)
+	}
+	e.LastRotationError = now.Format(time.RFC3339) + ": " + msg
+	if perr := putIntegration(ctx, s, e); perr != nil {
+		b.log().Error("rotation: could not record the failure", "integration", key, "error", perr)
+	}
+	b.log().Error("Broker token rotation step failed", "integration", key, "integration_id", e.IntegrationID, "error", err, "retry_at", e.RetryAt)
+	b.sendEvent(ctx, eventBrokerRotateFail, e, "error", msg)
+	m.schedule(e, cfg)
+}
+
+// sendEvent publishes a rotation event; a Vault without an event bus is fine.
+func (b *backend) sendEvent(ctx context.Context, eventType string, e *integrationEntry, extra ...string) {
+	pairs := append([]string{
+		logical.EventMetadataPath, "broker/" + e.Name + "/" + e.SCM,
+		logical.EventMetadataDataPath, "broker/" + e.Name + "/" + e.SCM,
+		logical.EventMetadataModified, "true",
+		"name", e.Name, "scm", e.SCM, "org_id", e.OrgID, "integration_id", e.IntegrationID,
+	}, extra...)
+	if err := logical.SendEvent(ctx, b, eventType, pairs...); err != nil && !errors.Is(err, framework.ErrNoEvents) {
+		b.log().Debug("could not send event", "type", eventType, "error", err)
+	}
+}
+
+// reconcileWALs finishes or reports every call interrupted by a crash.
+// Called at initialization, before the queue starts.
+func (b *backend) reconcileWALs(ctx context.Context, s logical.Storage) error {
+	ids, err := framework.ListWAL(ctx, s)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		w, err := framework.GetWAL(ctx, s, id)
+		if err != nil || w == nil {
+			continue
+		}
+		if err := b.walRollback(ctx, &logical.Request{Storage: s}, w.Kind, w.Data); err != nil {
+			b.log().Error("could not reconcile WAL entry", "wal_id", id, "kind", w.Kind, "error", err)
+			continue
+		}
+		b.deleteWAL(ctx, s, id)
+	}
+	return nil
+}
+
+// claimLane records that e holds its lane's provisional token.
+func (m *rotationManager) claimLane(e *integrationEntry) {
+	if !e.GroupResolved {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.laneLocked(laneKey(e)).holder = queueKey(e.Name, e.SCM)
+}
+
+// errLaneBusy is a manual rotation refused because another integration of
+// the same Snyk group holds the group's only provisional token.
+type errLaneBusy struct{ holder string }
+
+func (e errLaneBusy) Error() string {
+	return fmt.Sprintf("integration %s holds the Snyk group's provisional Broker token until its switch; "+
+		"Snyk allows one per group: rotate %s first (or wait for its scheduled switch), then retry", e.holder, e.holder)
+}
+
+// rotateNow is the manual rotation: provision (unless a provisional token is
+// held) and switch at once, through the same lanes and locks as the engine.
+// The caller holds the integration lock.
+func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry) error {
+	m := b.rotation
+	key := queueKey(e.Name, e.SCM)
+	err := func() error {
+		laneName, err := m.resolveLane(ctx, s, client, cfg, e, false)
+		if err != nil {
+			return err
+		}
+		m.mu.Lock()
+		l := m.laneLocked(laneName)
+		m.mu.Unlock()
+		l.busy.Lock()
+		defer l.busy.Unlock()
+		m.mu.Lock()
+		holder := l.holder
+		m.mu.Unlock()
+		if e.ProvisionalToken == "" && holder != "" && holder != key {
+			return errLaneBusy{holder: holder}
+		}
+		if e.ProvisionalToken == "" {
+			m.chargeToken(cfg, b.now())
+			if err := b.provision(ctx, s, client, e); err != nil {
+				return err
+			}
+			m.mu.Lock()
+			l.holder = key
+			m.mu.Unlock()
+			b.sendEvent(ctx, eventBrokerProvision, e, "manual", "true")
+		}
+		m.chargeToken(cfg, b.now())
+		if err := b.switchToken(ctx, s, client, cfg, e); err != nil {
+			return err
+		}
+		m.mu.Lock()
+		if l.holder == key || l.holder == "" {
+			m.releaseLocked(l)
+		}
+		m.mu.Unlock()
+		b.sendEvent(ctx, eventBrokerSwitch, e, "manual", "true")
+		return nil
+	}()
+	if err != nil {
+		var busy errLaneBusy
+		if !errors.As(err, &busy) {
+			e.LastRotationError = fmt.Sprintf("%s: manual rotation failed: %v", b.now().UTC().Format(time.RFC3339), err)
+			if putErr := putIntegration(ctx, s, e); putErr != nil {
+				b.log().Error("could not record the rotation error", "integration", key, "error", putErr)
+			}
+			b.sendEvent(ctx, eventBrokerRotateFail, e, "error", err.Error())
+		}
+		b.log().Error("manual Broker token rotation failed", "integration", key, "integration_id", e.IntegrationID, "error", err)
+	}
+	m.schedule(e, cfg)
+	return err
+}
