@@ -62,6 +62,8 @@ type testEnv struct {
 	bbURL     string
 
 	sleeps *sleepRecorder
+	retry  httpx.RetryPolicy
+	events *eventRecorder
 }
 
 type fakeClock struct {
@@ -170,15 +172,74 @@ func newTestEnv(t *testing.T) *testEnv {
 		MaxTotalWait:   20 * time.Second,
 		Sleep:          env.sleeps.Sleep,
 	}
-	env.b = newBackend(Options{Now: env.clock.Now, Retry: &retry})
+	env.retry = retry
+	env.events = &eventRecorder{}
 	env.storage = &logical.InmemStorage{}
+	env.b = env.newBackend()
+	return env
+}
+
+// newBackend builds an engine on the environment's storage, as Vault does
+// when it (re)starts the plugin. Its rotation queue is driven by tick().
+func (env *testEnv) newBackend() *backend {
+	env.t.Helper()
+	retry := env.retry
+	b := newBackend(Options{Now: env.clock.Now, Retry: &retry, NoTicker: true})
 	conf := logical.TestBackendConfig()
 	conf.StorageView = env.storage
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: env.logs})
-	if err := env.b.Setup(context.Background(), conf); err != nil {
-		t.Fatal(err)
+	conf.EventsSender = env.events
+	if err := b.Setup(context.Background(), conf); err != nil {
+		env.t.Fatal(err)
 	}
-	return env
+	return b
+}
+
+// restart replaces the engine with a new one on the same storage (a plugin
+// crash and restart) and runs its initialization.
+func (env *testEnv) restart() {
+	env.t.Helper()
+	env.b.Cleanup(context.Background())
+	env.b = env.newBackend()
+	env.initialize()
+}
+
+func (env *testEnv) initialize() {
+	env.t.Helper()
+	if err := env.b.Initialize(context.Background(), &logical.InitializationRequest{Storage: env.storage}); err != nil {
+		env.t.Fatal(err)
+	}
+}
+
+// tick runs one pass of the rotation queue at the fake clock's time.
+func (env *testEnv) tick() {
+	env.b.rotation.tick(context.Background())
+}
+
+// advance moves the clock in steps, ticking after each, as the real ticker would.
+func (env *testEnv) advance(total, step time.Duration) {
+	for elapsed := time.Duration(0); elapsed < total; elapsed += step {
+		env.clock.Advance(step)
+		env.tick()
+	}
+}
+
+type eventRecorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *eventRecorder) SendEvent(_ context.Context, eventType logical.EventType, ev *logical.EventData) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, string(eventType)+" "+ev.Metadata.Fields["path"].GetStringValue())
+	return nil
+}
+
+func (r *eventRecorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events...)
 }
 
 func (env *testEnv) serve(h http.Handler) string {

@@ -319,6 +319,12 @@ func (e *integrationEntry) statusData(cfg *snykConfig) map[string]interface{} {
 	if e.SCMUsername != "" {
 		d["scm_username"] = e.SCMUsername
 	}
+	if e.GroupResolved && e.GroupID != "" {
+		d["snyk_group_id"] = e.GroupID
+	}
+	if !e.RetryAt.IsZero() {
+		d["next_attempt_at"] = timeOrNil(e.RetryAt)
+	}
 	if e.ProvisionalToken != "" {
 		d["next_broker_token_fingerprint"] = fingerprint(e.ProvisionalToken)
 		d["next_switch_at"] = timeOrNil(e.NextVaultRotation)

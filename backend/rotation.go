@@ -50,6 +50,10 @@ const (
 
 var errBudgetExhausted = errors.New(errBudgetExhaustedMessage)
 
+// errWaitingForLane: the integration joined its lane's waiters and is queued
+// again when the lane frees, not before.
+var errWaitingForLane = errors.New("waiting for the Snyk group's provisional slot")
+
 // lane serializes rotations that share one Snyk provisional-token slot: a
 // Snyk group (or an org without one, or the whole mount when the group could
 // not be looked up).
@@ -437,7 +441,7 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 		return
 	}
 
-	if e.ProvisionalToken == "" && p.RotationWindow > 0 && p.RotationSchedule != "" && now.After(e.NextVaultRotation.Add(p.RotationWindow)) {
+	if e.ProvisionalToken == "" && p.RotationWindow > 0 && p.RotationSchedule != "" && !now.Before(e.NextVaultRotation.Add(p.RotationWindow)) {
 		// Missed the window (Vault was down, or the group was busy): like a
 		// database static role, skip to the next scheduled time.
 		missed := e.NextVaultRotation
@@ -472,6 +476,9 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 	}
 	if errors.Is(err, errBudgetExhausted) {
 		m.pushAt(key, now.Add(m.tokenWait(cfg)))
+		return
+	}
+	if errors.Is(err, errWaitingForLane) {
 		return
 	}
 	if err != nil {
@@ -534,9 +541,15 @@ func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, 
 	if l.holder != "" && l.holder != key {
 		// Another integration of the group holds the group's only
 		// provisional slot: wait for its switch without polling.
+		for _, w := range l.waiters {
+			if w == key {
+				m.mu.Unlock()
+				return errWaitingForLane
+			}
+		}
 		l.waiters = append(l.waiters, key)
 		m.mu.Unlock()
-		return nil
+		return errWaitingForLane
 	}
 	m.mu.Unlock()
 	now := m.b.now().UTC()

@@ -1,0 +1,471 @@
+package backend
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/fault"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk/snyktest"
+)
+
+// rotationEnv: a configured engine with one GitHub integration on a
+// not-yet-brokered Snyk integration, rotated every hour with a 10-minute
+// provision-ahead window.
+func rotationEnv(t *testing.T, cfg map[string]interface{}) (*testEnv, string) {
+	env := newTestEnv(t)
+	base := map[string]interface{}{"rotation_period": "1h", "provision_ahead": "10m", "ttl": "30m"}
+	for k, v := range cfg {
+		base[k] = v
+	}
+	env.configure(base)
+	integID, _ := env.snyk.AddIntegration(testOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"))
+	env.initialize()
+	env.snyk.Faults().ResetCalls()
+	return env, integID
+}
+
+func (env *testEnv) broker() map[string]interface{} {
+	env.t.Helper()
+	return env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil).Data
+}
+
+func (env *testEnv) integration() map[string]interface{} {
+	env.t.Helper()
+	return env.mustOK(logical.ReadOperation, "integrations/"+testOrgID+"/github", nil).Data
+}
+
+func TestRotationPeriodTwoPhases(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	created := env.clock.Now()
+	first := env.snyk.CurrentToken(integID)
+
+	// Nothing before next − provision_ahead.
+	env.advance(49*time.Minute+59*time.Second, time.Second)
+	if n := env.snyk.Faults().TotalCalls(); n != 0 {
+		t.Fatalf("calls before the provision time: %s", env.snyk.Faults())
+	}
+	// Provision at 50m: the new token is stored and offered as next_broker_token.
+	env.advance(time.Second, time.Second)
+	provisional := env.snyk.ProvisionalToken(integID)
+	if provisional == "" {
+		t.Fatalf("not provisioned at next−provision_ahead: %s", env.snyk.Faults())
+	}
+	b := env.broker()
+	if b["broker_token"] != first || b["next_broker_token"] != provisional {
+		t.Errorf("during provision-ahead: broker_token must stay the current one and next_broker_token the provisional one")
+	}
+	switchAt := created.Add(time.Hour).Format(time.RFC3339)
+	if b["next_switch_at"] != switchAt {
+		t.Errorf("next_switch_at = %v, want %s", b["next_switch_at"], switchAt)
+	}
+	if st := env.integration()["rotation_state"]; st != stateProvisioned {
+		t.Errorf("rotation_state = %v", st)
+	}
+	// Leases issued now end at the switch.
+	lease := env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil).Secret.TTL
+	if lease != 10*time.Minute {
+		t.Errorf("lease TTL in the window = %s, want 10m (capped at the switch)", lease)
+	}
+
+	// Switch at 60m exactly.
+	env.advance(10*time.Minute-time.Second, time.Second)
+	if env.snyk.CurrentToken(integID) != first {
+		t.Fatal("switched before next_vault_rotation")
+	}
+	env.advance(time.Second, time.Second)
+	if env.snyk.CurrentToken(integID) != provisional {
+		t.Fatalf("not switched at next_vault_rotation: %s", env.snyk.Faults())
+	}
+	b = env.broker()
+	if b["broker_token"] != provisional {
+		t.Error("the switched token is not served")
+	}
+	if _, has := b["next_broker_token"]; has {
+		t.Error("next_broker_token after the switch")
+	}
+	if got := env.integration()["next_vault_rotation"]; got != created.Add(2*time.Hour).Format(time.RFC3339) {
+		t.Errorf("next_vault_rotation = %v", got)
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
+		t.Errorf("provision calls = %d", n)
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteSwitchToken); n != 1 {
+		t.Errorf("switch calls = %d", n)
+	}
+	events := strings.Join(env.events.list(), "\n")
+	for _, want := range []string{eventBrokerProvision, eventBrokerSwitch} {
+		if !strings.Contains(events, want+" broker/"+testOrgID+"/github") {
+			t.Errorf("no %s event in %v", want, events)
+		}
+	}
+	env.assertNoSecretsIn("logs", env.logs.String(), first, provisional)
+}
+
+// TestRotationAcrossRestart: a restart never rotates early and never skips:
+// the schedule is persisted, and a provisional token stored before the
+// restart is switched after it without a second provision.
+func TestRotationAcrossRestart(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	env.advance(30*time.Minute, time.Minute)
+	env.restart()
+	env.advance(19*time.Minute, time.Minute)
+	if n := env.snyk.Faults().TotalCalls(); n != 0 {
+		t.Fatalf("restart rotated early: %s", env.snyk.Faults())
+	}
+	env.advance(time.Minute, time.Minute) // 50m: provision
+	provisional := env.snyk.ProvisionalToken(integID)
+	if provisional == "" {
+		t.Fatal("no provision after restart")
+	}
+	// Crash between provision and switch.
+	env.restart()
+	if env.broker()["next_broker_token"] != provisional {
+		t.Fatal("provisional token lost across restart")
+	}
+	env.advance(10*time.Minute, time.Second)
+	if env.snyk.CurrentToken(integID) != provisional {
+		t.Fatalf("not switched after restart: %s", env.snyk.Faults())
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
+		t.Errorf("provision calls = %d, want 1", n)
+	}
+}
+
+// TestRotationDowntimeProvisionsLate: Vault was down through the provision
+// time; on return it provisions at once and moves the switch so clients still
+// get provision_ahead to start on the new token.
+func TestRotationDowntimeProvisionsLate(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	env.clock.Advance(58 * time.Minute) // down: no ticks
+	env.restart()
+	env.tick()
+	if env.snyk.ProvisionalToken(integID) == "" {
+		t.Fatal("no late provision")
+	}
+	want := env.clock.Now().Add(10 * time.Minute).Format(time.RFC3339)
+	if got := env.integration()["next_vault_rotation"]; got != want {
+		t.Errorf("next_vault_rotation = %v, want %s (provision + provision_ahead)", got, want)
+	}
+	env.advance(9*time.Minute, time.Minute)
+	if env.snyk.Faults().Calls(snyktest.RouteSwitchToken) != 0 {
+		t.Error("switched before the moved switch time")
+	}
+	env.advance(time.Minute, time.Second)
+	if env.snyk.Faults().Calls(snyktest.RouteSwitchToken) != 1 {
+		t.Error("not switched at the moved time")
+	}
+}
+
+func TestRotationCronWithWindow(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	// Clock starts at 12:00; rotate daily at 03:00 UTC, within 1h.
+	env.mustOK(logical.UpdateOperation, "integrations/"+testOrgID+"/github", map[string]interface{}{
+		"rotation_schedule": "0 3 * * *", "rotation_window": "1h", "provision_ahead": "30m",
+	})
+	next := env.integration()["next_vault_rotation"]
+	if next != "2026-11-27T03:00:00Z" {
+		t.Fatalf("next_vault_rotation = %v", next)
+	}
+	first := env.snyk.CurrentToken(integID)
+	env.advance(14*time.Hour+29*time.Minute, time.Minute) // 02:29
+	if env.snyk.Faults().TotalCalls() != 0 {
+		t.Fatalf("early calls: %s", env.snyk.Faults())
+	}
+	env.advance(time.Minute, time.Minute) // 02:30 provision
+	if env.snyk.ProvisionalToken(integID) == "" {
+		t.Fatal("no provision at 02:30")
+	}
+	env.advance(30*time.Minute, time.Minute) // 03:00 switch
+	if env.snyk.CurrentToken(integID) == first {
+		t.Fatal("no switch at 03:00")
+	}
+	if got := env.integration()["next_vault_rotation"]; got != "2026-11-28T03:00:00Z" {
+		t.Errorf("next_vault_rotation after the switch = %v", got)
+	}
+
+	// Vault is down across the next window: the rotation is skipped, like
+	// a database static role's, and runs at the following time.
+	env.snyk.Faults().ResetCalls()
+	env.clock.Advance(25 * time.Hour) // 2026-11-28 04:00, past 03:00 + 1h
+	env.restart()
+	env.tick()
+	if n := env.snyk.Faults().TotalCalls(); n != 0 {
+		t.Errorf("rotated outside the window: %s", env.snyk.Faults())
+	}
+	if got := env.integration()["next_vault_rotation"]; got != "2026-11-29T03:00:00Z" {
+		t.Errorf("next_vault_rotation after a missed window = %v", got)
+	}
+}
+
+// TestRotationSwitchFailureKeepsOldToken: a failing switch keeps serving the
+// still-valid old token, retries with back-off and surfaces the error.
+func TestRotationSwitchFailureKeepsOldToken(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	first := env.snyk.CurrentToken(integID)
+	env.advance(50*time.Minute, time.Minute)
+	env.snyk.Faults().Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusInternalServerError, Times: 8})
+	env.advance(10*time.Minute, time.Second)
+	data := env.integration()
+	if data["rotation_state"] != stateSwitchPending || !strings.Contains(data["last_rotation_error"].(string), "switch failed") {
+		t.Fatalf("after a failed switch: state=%v error=%v", data["rotation_state"], data["last_rotation_error"])
+	}
+	if env.broker()["broker_token"] != first {
+		t.Fatal("a failed switch stopped serving the old token")
+	}
+	// Leases now end when the switch is retried.
+	lease := env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil).Secret.TTL
+	if lease > firstFailureBackoff || lease < minLeaseTTL {
+		t.Errorf("lease during a pending switch = %s", lease)
+	}
+	attempts := env.snyk.Faults().Calls(snyktest.RouteSwitchToken)
+	env.advance(5*time.Second, time.Second)
+	if env.snyk.Faults().Calls(snyktest.RouteSwitchToken) != attempts {
+		t.Error("retried before the back-off")
+	}
+	env.advance(10*time.Minute, time.Second)
+	if env.snyk.CurrentToken(integID) != env.broker()["broker_token"] || env.integration()["last_rotation_error"] != "" {
+		t.Fatalf("not recovered: %v", env.integration()["last_rotation_error"])
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
+		t.Errorf("provision calls = %d, want 1", n)
+	}
+	if !strings.Contains(strings.Join(env.events.list(), " "), eventBrokerRotateFail) {
+		t.Error("no rotate-fail event")
+	}
+}
+
+// TestRotationSwitchOutcomeUnknown: the switch went through at Snyk but the
+// answer was lost, and the plugin restarted. The switch is resolved without
+// a second provision.
+func TestRotationSwitchOutcomeUnknown(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	env.advance(50*time.Minute, time.Minute)
+	provisional := env.snyk.ProvisionalToken(integID)
+	env.snyk.Faults().Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusBadGateway, AfterHandler: true, Times: 1})
+	env.snyk.Faults().Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusBadGateway, Times: 10})
+	env.advance(10*time.Minute, time.Second)
+	if env.snyk.CurrentToken(integID) != provisional {
+		t.Fatal("setup: Snyk did not switch")
+	}
+	env.snyk.Faults().Clear()
+	env.restart()
+	env.advance(15*time.Minute, time.Second)
+	if env.broker()["broker_token"] != provisional || env.integration()["rotation_state"] != stateActive {
+		t.Fatalf("not resolved: %v", env.integration())
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
+		t.Errorf("provision calls = %d, want 1", n)
+	}
+}
+
+// TestRotationProvisionFailures: a provision that fails is retried with
+// back-off; a storage failure after Snyk issued the token leaves a WAL that
+// re-init reports, and the group then blocked by the lost token is reported
+// loudly and retried with a long back-off, never looped on.
+func TestRotationProvisionFailures(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	env.snyk.Faults().Inject(snyktest.RouteProvisionToken, fault.Fault{Status: http.StatusServiceUnavailable, Times: 4})
+	env.advance(50*time.Minute, time.Minute)
+	if !strings.Contains(env.integration()["last_rotation_error"].(string), "provision failed") {
+		t.Fatalf("last_rotation_error = %v", env.integration()["last_rotation_error"])
+	}
+	env.advance(time.Minute, time.Second)
+	if env.snyk.ProvisionalToken(integID) == "" || env.integration()["last_rotation_error"] != "" {
+		t.Fatal("provision not retried")
+	}
+
+	// Second integration: storage dies right after Snyk answers.
+	env2, integ2 := rotationEnv(t, nil)
+	env2.clock.Advance(50 * time.Minute)
+	failing := &failingPutStorage{InmemStorage: env2.storage, failAfter: 1} // the WAL put passes
+	env2.b.rotation.mu.Lock()
+	env2.b.rotation.storage = failing
+	env2.b.rotation.mu.Unlock()
+	env2.tick()
+	if env2.snyk.ProvisionalToken(integ2) == "" {
+		t.Fatal("setup: no provisional token at Snyk")
+	}
+	env2.restart()
+	data := env2.integration()
+	if !strings.Contains(data["last_rotation_error"].(string), "provision-token call was interrupted") {
+		t.Errorf("re-init did not report the interrupted provision: %v", data["last_rotation_error"])
+	}
+	if _, has := env2.broker()["next_broker_token"]; has {
+		t.Error("serves a provisional token it never stored")
+	}
+	env2.snyk.Faults().ResetCalls()
+	env2.advance(30*time.Minute, time.Second)
+	data = env2.integration()
+	if !strings.Contains(data["last_rotation_error"].(string), "BLOCKED") {
+		t.Errorf("a group blocked by a lost provisional token is not reported: %v", data["last_rotation_error"])
+	}
+	if n := env2.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
+		t.Errorf("provision attempts in 30 minutes while blocked = %d, want 1 (long back-off)", n)
+	}
+	if !strings.Contains(env2.logs.String(), "rotation blocked by a provisional token Vault does not hold") {
+		t.Error("blocked group not logged")
+	}
+	// The old token is still served and valid.
+	if env2.broker()["broker_token"] != env2.snyk.CurrentToken(integ2) {
+		t.Error("served token is not Snyk's current token")
+	}
+}
+
+// TestRotationGroupSerialization: two integrations of one Snyk group due at
+// the same moment never hold provisional tokens at once.
+func TestRotationGroupSerialization(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(map[string]interface{}{"rotation_period": "1h", "provision_ahead": "10m"})
+	a, _ := env.snyk.AddIntegration(testOrgID, "github", false)
+	b, _ := env.snyk.AddIntegration(testOtherOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"))
+	env.mustOK(logical.CreateOperation, "integrations/"+testOtherOrgID+"/github", env.integrationData("github"))
+	env.initialize()
+	env.snyk.Faults().ResetCalls()
+
+	both := 0
+	for i := 0; i < 90*60; i++ {
+		env.clock.Advance(time.Second)
+		env.tick()
+		if env.snyk.ProvisionalToken(a) != "" && env.snyk.ProvisionalToken(b) != "" {
+			both++
+		}
+	}
+	if both != 0 {
+		t.Errorf("both held provisional tokens for %d ticks", both)
+	}
+	// Both rotated: the second after the first's switch, with its own
+	// provision_ahead, and no 409 from Snyk on the way.
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 2 {
+		t.Errorf("provision calls = %d, want 2 (no conflicts)", n)
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteSwitchToken); n != 2 {
+		t.Errorf("switch calls = %d, want 2", n)
+	}
+	// The group was looked up once per org, at create, and remembered.
+	if n := env.snyk.Faults().Calls(snyktest.RouteOrg); n != 0 {
+		t.Errorf("group look-ups during rotation = %d, want 0", n)
+	}
+	if g := env.integration()["snyk_group_id"]; g != testGroupID {
+		t.Errorf("snyk_group_id = %v", g)
+	}
+}
+
+// TestRotationManualRotateInWindow: a manual rotate during the provision-ahead
+// window completes the pending rotation with the token already provisioned.
+func TestRotationManualRotateInWindow(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	env.advance(50*time.Minute, time.Minute)
+	provisional := env.snyk.ProvisionalToken(integID)
+	env.mustOK(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil)
+	if env.snyk.CurrentToken(integID) != provisional {
+		t.Error("manual rotate did not switch to the held token")
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
+		t.Errorf("provision calls = %d, want 1", n)
+	}
+	// The schedule restarts from the manual switch.
+	want := env.clock.Now().Add(time.Hour).Format(time.RFC3339)
+	if got := env.integration()["next_vault_rotation"]; got != want {
+		t.Errorf("next_vault_rotation = %v, want %s", got, want)
+	}
+	env.advance(10*time.Minute, time.Second)
+	if n := env.snyk.Faults().Calls(snyktest.RouteSwitchToken); n != 1 {
+		t.Errorf("the old schedule still fired: %d switches", n)
+	}
+}
+
+func TestRotationDisabled(t *testing.T) {
+	env, _ := rotationEnv(t, nil)
+	env.mustOK(logical.UpdateOperation, "integrations/"+testOrgID+"/github", map[string]interface{}{"disable_automated_rotation": true})
+	env.advance(3*time.Hour, time.Minute)
+	if n := env.snyk.Faults().TotalCalls(); n != 0 {
+		t.Errorf("disabled rotation made calls: %s", env.snyk.Faults())
+	}
+}
+
+// TestRotation429PausesEverything: a 429 stops all background calls for
+// Snyk's one-minute window instead of retrying into it.
+func TestRotation429PausesEverything(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	env.snyk.Faults().Inject(fault.AnyRoute, fault.Fault{Status: http.StatusTooManyRequests, Times: 4})
+	env.advance(50*time.Minute, time.Minute)
+	calls := env.snyk.Faults().TotalCalls()
+	env.advance(59*time.Second, time.Second)
+	if got := env.snyk.Faults().TotalCalls(); got != calls {
+		t.Errorf("%d calls during the 429 pause", got-calls)
+	}
+	env.advance(5*time.Second, time.Second)
+	if env.snyk.ProvisionalToken(integID) == "" {
+		t.Error("not resumed after the pause")
+	}
+}
+
+// TestRotationStormRespectsBudget: 1,000 integrations due at once drain at
+// the configured request budget, with no 429s and no conflicts.
+func TestRotationStormRespectsBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("storm test")
+	}
+	env := newTestEnv(t)
+	const budget = 120
+	env.configure(map[string]interface{}{
+		"rotation_period": "1h", "provision_ahead": "10m", "rotation_requests_per_minute": budget,
+	})
+	// 1,000 orgs, each in its own group so that only the budget limits the
+	// pace, one imported integration each (no Snyk call at create).
+	const n = 1000
+	for i := 0; i < n; i++ {
+		org := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+		env.snyk.AddOrg(org, fmt.Sprintf("10000000-0000-4000-8000-%012d", i), "org")
+		integ, tok := env.snyk.AddIntegration(org, "github", true)
+		env.mustOK(logical.CreateOperation, "integrations/"+org+"/github", map[string]interface{}{
+			"integration_id": integ, "broker_token": tok, "scm_token": ghGood, "skip_scm_validation": true,
+		})
+	}
+	env.initialize()
+	env.snyk.Faults().ResetCalls()
+	env.clock.Advance(50 * time.Minute) // all due at once
+
+	// Each rotation costs three requests (group look-up, provision, switch):
+	// 3,000 at 120 a minute is 25 minutes.
+	perMinute := []int{}
+	for minute := 0; minute < 40; minute++ {
+		before := env.snyk.Faults().TotalCalls()
+		for s := 0; s < 60; s++ {
+			env.clock.Advance(time.Second)
+			env.tick()
+		}
+		perMinute = append(perMinute, env.snyk.Faults().TotalCalls()-before)
+	}
+	t.Logf("Snyk requests per fake minute: %v", perMinute)
+	burst := budget / 60
+	for i, c := range perMinute {
+		if c > budget+burst {
+			t.Errorf("minute %d: %d Snyk requests, budget %d", i, c, budget)
+		}
+	}
+	// While provisions are outstanding (the first ~17 minutes) the budget is
+	// the only limit; the tail waits for each switch's provision_ahead.
+	for i := 1; i < 16; i++ {
+		if perMinute[i] < budget*9/10 {
+			t.Errorf("minute %d: only %d requests while work was due; the budget is not used", i, perMinute[i])
+		}
+	}
+	inj := env.snyk.Faults()
+	if got := inj.Calls(snyktest.RouteSwitchToken); got != n {
+		t.Errorf("switches = %d, want %d (every integration rotated)", got, n)
+	}
+	if got := inj.Calls(snyktest.RouteProvisionToken); got != n {
+		t.Errorf("provisions = %d, want %d (no duplicates, no conflicts)", got, n)
+	}
+	if env.b.rotation.queueLen() != n {
+		t.Errorf("queue holds %d items, want %d", env.b.rotation.queueLen(), n)
+	}
+}
