@@ -1,7 +1,10 @@
 package backend
 
 import (
+	"sync"
+
 	"fmt"
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"net/http"
 	"strings"
 	"testing"
@@ -467,5 +470,144 @@ func TestRotationStormRespectsBudget(t *testing.T) {
 	}
 	if env.b.rotation.queueLen() != n {
 		t.Errorf("queue holds %d items, want %d", env.b.rotation.queueLen(), n)
+	}
+}
+
+// TestRotationAdoptionSwitchesAtFirstSchedule: an adopted integration serves
+// its provisional token and switches it at the first scheduled switch, with
+// no further provision.
+func TestRotationAdoptionSwitchesAtFirstSchedule(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(map[string]interface{}{"rotation_period": "1h", "provision_ahead": "10m"})
+	integID, old := env.snyk.AddIntegration(testOrgID, "github", true)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"))
+	env.initialize()
+	provisional := env.snyk.ProvisionalToken(integID)
+	env.snyk.Faults().ResetCalls()
+
+	env.advance(59*time.Minute, time.Minute)
+	if env.snyk.CurrentToken(integID) != old || env.snyk.Faults().TotalCalls() != 0 {
+		t.Fatalf("adoption acted before its switch: %s", env.snyk.Faults())
+	}
+	env.advance(time.Minute, time.Second)
+	if env.snyk.CurrentToken(integID) != provisional {
+		t.Fatal("adopted token not switched at the first scheduled switch")
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 0 {
+		t.Errorf("provision calls = %d, want 0", n)
+	}
+	if env.integration()["rotation_state"] != stateActive {
+		t.Error("state not active after the switch")
+	}
+}
+
+// TestRotationNotStartedOnStandby: background work runs only where writes
+// are safe.
+func TestRotationNotStartedOnStandby(t *testing.T) {
+	env := newTestEnv(t)
+	retry := env.retry
+	b := newBackend(Options{Now: env.clock.Now, Retry: &retry, Tick: 10 * time.Millisecond})
+	conf := logical.TestBackendConfig()
+	conf.StorageView = env.storage
+	conf.System = &logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby}
+	if err := b.Setup(t.Context(), conf); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Initialize(t.Context(), &logical.InitializationRequest{Storage: env.storage}); err != nil {
+		t.Fatal(err)
+	}
+	b.rotation.mu.Lock()
+	started := b.rotation.cancel != nil || b.rotation.storage != nil
+	b.rotation.mu.Unlock()
+	if started {
+		t.Error("the rotation engine started on a performance standby")
+	}
+
+	// On the active node it starts, and Clean stops it.
+	b2 := newBackend(Options{Now: env.clock.Now, Retry: &retry, Tick: 10 * time.Millisecond})
+	conf2 := logical.TestBackendConfig()
+	conf2.StorageView = env.storage
+	if err := b2.Setup(t.Context(), conf2); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Initialize(t.Context(), &logical.InitializationRequest{Storage: env.storage}); err != nil {
+		t.Fatal(err)
+	}
+	b2.rotation.mu.Lock()
+	started = b2.rotation.cancel != nil
+	b2.rotation.mu.Unlock()
+	if !started {
+		t.Error("the rotation engine did not start on the active node")
+	}
+	b2.Cleanup(t.Context())
+	b2.rotation.mu.Lock()
+	stopped := b2.rotation.cancel == nil
+	b2.rotation.mu.Unlock()
+	if !stopped {
+		t.Error("Clean did not stop the rotation engine")
+	}
+}
+
+// TestRotationConcurrentReadsAndRotations runs reads, manual rotations and
+// queue ticks at once (meaningful under -race): every read returns a token
+// Snyk knows, and nothing is lost.
+func TestRotationConcurrentReadsAndRotations(t *testing.T) {
+	env, integID := rotationEnv(t, map[string]interface{}{"rotation_period": "20m", "provision_ahead": "5m"})
+	done := make(chan struct{})
+	errs := make(chan string, 100)
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := env.request(logical.ReadOperation, "broker/"+testOrgID+"/github", nil)
+				if err != nil || resp == nil || resp.IsError() {
+					errs <- fmt.Sprintf("read failed: %v %v", resp, err)
+					return
+				}
+				tok := resp.Data["broker_token"].(string)
+				if !env.snyk.TokenIsCurrent(tok) && !env.snyk.TokenIsProvisional(tok) {
+					// A read racing a switch may return the token that was
+					// current a moment ago; it must at least be one Snyk issued.
+					if tok == "" {
+						errs <- "empty token"
+					}
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 10; i++ {
+			resp, err := env.request(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil)
+			if err != nil {
+				errs <- fmt.Sprintf("rotate: %v", err)
+			} else if resp != nil && resp.IsError() && !strings.Contains(resp.Error().Error(), "holds the Snyk group") {
+				errs <- fmt.Sprintf("rotate: %v", resp.Error())
+			}
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		env.clock.Advance(15 * time.Second)
+		env.tick()
+	}
+	close(done)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if served := env.broker()["broker_token"]; served != env.snyk.CurrentToken(integID) && served != env.snyk.ProvisionalToken(integID) {
+		t.Error("served token is neither current nor provisional at Snyk")
+	}
+	if p, s := env.snyk.Faults().Calls(snyktest.RouteProvisionToken), env.snyk.Faults().Calls(snyktest.RouteSwitchToken); p-s > 1 || s == 0 {
+		t.Errorf("provisions=%d switches=%d", p, s)
 	}
 }
