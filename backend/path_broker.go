@@ -166,16 +166,33 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 	return resp, nil
 }
 
-// leaseTTL is the integration's ttl, but never past the next scheduled
-// switch, so every consumer re-reads right after it.
+// overdueProvisionLeaseTTL bounds leases while a due provision waits (for
+// its Snyk group's slot or the request budget): the new token may appear any
+// moment, but re-reading every two seconds for hours would only add load.
+const overdueProvisionLeaseTTL = 15 * time.Second
+
+// leaseTTL is the integration's ttl, but never past its next phase change:
+// the switch (so every consumer re-reads right after it) and, before that,
+// the provision (so consumers of next_broker_token see it at once).
 func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
 	ttl := p.TTL
 	if p.DisableAutomatedRotation || e.NextVaultRotation.IsZero() {
 		return ttl
 	}
-	untilSwitch := e.switchNotBefore(p, now).Sub(now)
-	if untilSwitch < ttl {
-		ttl = untilSwitch
+	phase := e.switchNotBefore(p, now)
+	if e.ProvisionalToken == "" {
+		provisionAt := e.NextVaultRotation.Add(-p.ProvisionAhead)
+		if !e.RetryAt.IsZero() {
+			provisionAt = e.RetryAt
+		}
+		if provisionAt.After(now) {
+			phase = provisionAt
+		} else {
+			phase = now.Add(overdueProvisionLeaseTTL)
+		}
+	}
+	if untilPhase := phase.Sub(now); untilPhase < ttl {
+		ttl = untilPhase
 	}
 	if ttl < minLeaseTTL {
 		ttl = minLeaseTTL

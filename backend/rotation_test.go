@@ -48,8 +48,13 @@ func TestRotationPeriodTwoPhases(t *testing.T) {
 	created := env.clock.Now()
 	first := env.snyk.CurrentToken(integID)
 
+	// Leases end at the provision, so next_broker_token is seen at once.
+	env.advance(45*time.Minute, time.Second)
+	if lease := env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil).Secret.TTL; lease != 5*time.Minute {
+		t.Errorf("lease TTL before the provision = %s, want 5m", lease)
+	}
 	// Nothing before next − provision_ahead.
-	env.advance(49*time.Minute+59*time.Second, time.Second)
+	env.advance(4*time.Minute+59*time.Second, time.Second)
 	if n := env.snyk.Faults().TotalCalls(); n != 0 {
 		t.Fatalf("calls before the provision time: %s", env.snyk.Faults())
 	}
