@@ -1,0 +1,23 @@
+# Operators of the Snyk secrets engine mounted at snyk/: configure the Snyk
+# credential, manage integrations, rotate Broker tokens and dry-run SCM
+# credentials. Deliberately no read on snyk/broker/*: operators manage tokens,
+# Broker clients read them.
+path "snyk/config" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+
+path "snyk/integrations" {
+  capabilities = ["list"]
+}
+
+path "snyk/integrations/*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+
+path "snyk/broker/+/+/rotate" {
+  capabilities = ["update"]
+}
+
+path "snyk/scm/validate" {
+  capabilities = ["update"]
+}
