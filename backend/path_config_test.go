@@ -119,6 +119,7 @@ func TestConfigValidation(t *testing.T) {
 		{"unknown region", base(map[string]interface{}{"region": "SNYK-MARS-01"}), []string{"region", "SNYK-US-01"}},
 		{"provision_ahead not below period", base(map[string]interface{}{"rotation_period": "1h", "provision_ahead": "1h"}), []string{"provision_ahead", "rotation_period"}},
 		{"bad ca_cert", base(map[string]interface{}{"ca_cert": "not a pem"}), []string{"ca_cert"}},
+		{"http api_url on loopback", base(map[string]interface{}{"api_url": "http://127.0.0.1:9999"}), []string{"api_url", "https"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,5 +185,13 @@ func TestConfigDeleteAndInvalidate(t *testing.T) {
 	resp, err := env.request(logical.ReadOperation, "config", nil)
 	if err != nil || resp != nil {
 		t.Errorf("read after delete: %v %v", resp, err)
+	}
+}
+
+func TestConfigBrokerServerURLLoopbackHTTP(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(map[string]interface{}{"broker_server_url": "http://127.0.0.1:7341"})
+	if got := env.mustOK(logical.ReadOperation, "config", nil).Data["broker_server_url"]; got != "http://127.0.0.1:7341" {
+		t.Errorf("broker_server_url = %v", got)
 	}
 }

@@ -46,6 +46,19 @@ func checkHTTPSURL(field, raw string) string {
 	return ""
 }
 
+// isLoopbackHTTP reports a plain-http URL on the local machine.
+func isLoopbackHTTP(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	switch u.Hostname() {
+	case "127.0.0.1", "localhost", "::1":
+		return true
+	}
+	return false
+}
+
 // normalizeURL trims the trailing slash so that paths can be appended.
 func normalizeURL(raw string) string {
 	return strings.TrimRight(strings.TrimSpace(raw), "/")
