@@ -40,7 +40,7 @@ const (
 // testEnv is one engine mount with in-memory storage, talking over TLS (with
 // a test CA given as ca_cert) to a fake Snyk API and fake SCMs.
 type testEnv struct {
-	t       *testing.T
+	t       testing.TB
 	b       *backend
 	storage *logical.InmemStorage
 	clock   *fakeClock
@@ -120,7 +120,7 @@ func (s *syncBuffer) String() string {
 	return s.buf.String()
 }
 
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
 	ca, err := tlstest.NewCA()
 	if err != nil {
