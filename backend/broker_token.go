@@ -103,22 +103,21 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		}
 	}
 
-	finish := func(token, source string) (*logical.Response, error) {
+	// startSchedule stamps how the token was obtained and starts the
+	// rotation schedule from now.
+	startSchedule := func(source string) error {
 		e.TokenSource = source
 		e.LastVaultRotation = now
 		next, err := p.nextRotation(now)
-		if err != nil {
-			return nil, err
-		}
 		e.NextVaultRotation = next
-		return nil, nil
+		return err
 	}
 
 	if imported != "" {
 		e.CurrentToken = imported
 		e.RotationState = stateActive
-		if resp, err := finish(imported, sourceImported); resp != nil || err != nil {
-			return resp, err
+		if err := startSchedule(sourceImported); err != nil {
+			return nil, err
 		}
 		if err := putIntegration(ctx, s, e); err != nil {
 			return nil, err
@@ -146,8 +145,8 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		e.ProvisionalToken = provisional
 		e.ProvisionedAt = now
 		e.RotationState = stateProvisioned
-		if resp, err := finish(provisional, sourceAdopted); resp != nil || err != nil {
-			return resp, err
+		if err := startSchedule(sourceAdopted); err != nil {
+			return nil, err
 		}
 		if err := b.persistObtained(ctx, s, e); err != nil {
 			return nil, err
@@ -190,8 +189,8 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 	}
 	e.CurrentToken = integ.BrokerToken
 	e.RotationState = stateActive
-	if resp, err := finish(integ.BrokerToken, sourceEnabled); resp != nil || err != nil {
-		return resp, err
+	if err := startSchedule(sourceEnabled); err != nil {
+		return nil, err
 	}
 	if err := b.persistObtained(ctx, s, e); err != nil {
 		return nil, err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
@@ -567,15 +566,6 @@ func (b *backend) pathIntegrationDelete(ctx context.Context, req *logical.Reques
 	return &logical.Response{Warnings: []string{
 		"this integration held a provisional Broker token that was never switched; it blocks Broker token rotations in the Snyk group until it is switched (Snyk UI, or switch-token) or the integration is re-created in Vault and rotated",
 	}}, nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 const pathIntegrationHelpSyn = `Manage the Broker-enabled SCM integration of a Snyk org.`
