@@ -123,9 +123,20 @@ func newWorld() *world {
 }
 
 func (w *world) addOrg(id, group, name string) {
+	w.snyk.AddOrg(id, group, name)
+	w.rememberOrg(id)
+}
+
+// rememberOrg lists an org the fake creates implicitly (an integration
+// added to an unknown org) so that /state shows it.
+func (w *world) rememberOrg(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.snyk.AddOrg(id, group, name)
+	for _, o := range w.orgIDs {
+		if o == id {
+			return
+		}
+	}
 	w.orgIDs = append(w.orgIDs, id)
 }
 
@@ -232,7 +243,11 @@ func (w *world) adminHandler() http.Handler {
 		})
 	})
 	mux.HandleFunc("POST /orgs", func(rw http.ResponseWriter, r *http.Request) {
-		var in struct{ OrgID, GroupID, Name string }
+		var in struct {
+			OrgID   string `json:"org_id"`
+			GroupID string `json:"group_id"`
+			Name    string `json:"name"`
+		}
 		if !decode(rw, r, &in) {
 			return
 		}
@@ -248,6 +263,7 @@ func (w *world) adminHandler() http.Handler {
 		if !decode(rw, r, &in) {
 			return
 		}
+		w.rememberOrg(in.OrgID)
 		id, tok := w.snyk.AddIntegration(in.OrgID, in.Type, in.Brokered)
 		writeJSON(rw, http.StatusOK, map[string]string{"id": id, "broker_token": tok})
 	})
