@@ -14,7 +14,7 @@ SIM       := $(BIN)/snyk-sim
 VAULT     := $(BIN)/vault
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build sim vault dev dev-stop test unit e2e fmt fmt-check vet bench clean
+.PHONY: all build sim vault broker dev dev-stop test unit e2e fmt fmt-check vet bench clean
 
 all: build
 
@@ -35,6 +35,14 @@ $(VAULT):
 	@mkdir -p $(BIN)
 	cd scripts/vault && GOFLAGS=-mod=mod $(GO) build -ldflags "-s -w" -o $(VAULT) .
 
+# The real Snyk Broker (server and client) from npm, for the delivery-chain
+# tests. Without npm access the install fails and those tests skip, saying so.
+broker:
+	@if [ ! -x scripts/broker/node_modules/.bin/broker ]; then \
+		cd scripts/broker && npm ci --no-audit --no-fund --ignore-scripts || \
+		echo "WARNING: npm install of snyk-broker failed; the delivery-chain tests will be skipped"; \
+	fi
+
 dev: build sim vault
 	./scripts/dev.sh start
 
@@ -46,9 +54,13 @@ test: fmt-check vet unit e2e
 unit:
 	$(GO) test -race -count=1 ./backend/... ./cmd/...
 
-e2e: build sim vault
-	VAULT_BINARY=$(VAULT) PLUGIN_BINARY=$(PLUGIN) SIM_BINARY=$(SIM) PLUGIN_VERSION=$(VERSION) \
+FIGURES := $(BIN)/e2e-figures.txt
+
+e2e: build sim vault broker
+	@rm -f $(FIGURES)
+	VAULT_BINARY=$(VAULT) PLUGIN_BINARY=$(PLUGIN) SIM_BINARY=$(SIM) PLUGIN_VERSION=$(VERSION) E2E_FIGURES=$(FIGURES) \
 		$(GO) test -count=1 -timeout 30m ./e2e/...
+	@if [ -f $(FIGURES) ]; then echo "--- measured figures"; cat $(FIGURES); fi
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -166,10 +166,15 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 	return resp, nil
 }
 
-// overdueProvisionLeaseTTL bounds leases while a due provision waits (for
-// its Snyk group's slot or the request budget): the new token may appear any
-// moment, but re-reading every two seconds for hours would only add load.
-const overdueProvisionLeaseTTL = 15 * time.Second
+// While a due provision has not happened yet, the new token may appear any
+// moment. For the first overdueGrace (the ticker's lag, a retry) leases get
+// the floor so next_broker_token is seen within seconds; after that (waiting
+// for the Snyk group's slot or the request budget, possibly for hours) they
+// get overdueProvisionLeaseTTL, to not turn every consumer into a poller.
+const (
+	overdueGrace             = 30 * time.Second
+	overdueProvisionLeaseTTL = 15 * time.Second
+)
 
 // leaseTTL is the integration's ttl, but never past its next phase change:
 // the switch (so every consumer re-reads right after it) and, before that,
@@ -185,9 +190,12 @@ func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
 		if !e.RetryAt.IsZero() {
 			provisionAt = e.RetryAt
 		}
-		if provisionAt.After(now) {
+		switch {
+		case provisionAt.After(now):
 			phase = provisionAt
-		} else {
+		case now.Sub(provisionAt) < overdueGrace:
+			phase = now.Add(minLeaseTTL)
+		default:
 			phase = now.Add(overdueProvisionLeaseTTL)
 		}
 	}

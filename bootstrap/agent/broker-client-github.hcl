@@ -24,7 +24,9 @@ template_config {
 }
 
 env_template "BROKER_TOKEN" {
-  contents             = "{{ with secret (env \"SNYK_BROKER_SECRET\") }}{{ if and (eq (env \"SNYK_BROKER_ROLE\") \"next\") .Data.next_broker_token }}{{ .Data.next_broker_token }}{{ else }}{{ .Data.broker_token }}{{ end }}{{ end }}"
+  # next_broker_token is present only during the provision-ahead window;
+  # `index` reads it without tripping error_on_missing_key.
+  contents             = "{{ with secret (env \"SNYK_BROKER_SECRET\") }}{{ $next := index .Data \"next_broker_token\" }}{{ if and (eq (env \"SNYK_BROKER_ROLE\") \"next\") $next }}{{ $next }}{{ else }}{{ .Data.broker_token }}{{ end }}{{ end }}"
   error_on_missing_key = true
 }
 
