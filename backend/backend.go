@@ -66,6 +66,12 @@ type backend struct {
 	// a replica, through Invalidate).
 	clientMu sync.RWMutex
 	client   *snyk.Client
+	// cachedConfig spares every broker read and every rotation tick a
+	// storage round trip (a gRPC call back to Vault); dropped with client.
+	cachedConfig *snykConfig
+	// configGen counts resets, so a read that raced a config write does not
+	// cache what it read before the write.
+	configGen uint64
 
 	// integrationLocks serialize every read-modify-write of one integration:
 	// writes, rotations and deletes. Reads of the broker secret do not take
@@ -126,10 +132,36 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	}
 }
 
+// resetClient drops the cached client and config after the stored config
+// changed (here, or on another node: Invalidate).
 func (b *backend) resetClient() {
 	b.clientMu.Lock()
 	defer b.clientMu.Unlock()
 	b.client = nil
+	b.cachedConfig = nil
+	b.configGen++
+}
+
+// config returns a copy of the stored config (nil when unset), cached.
+func (b *backend) config(ctx context.Context, s logical.Storage) (*snykConfig, error) {
+	b.clientMu.RLock()
+	cached, gen := b.cachedConfig, b.configGen
+	b.clientMu.RUnlock()
+	if cached != nil {
+		cp := *cached
+		return &cp, nil
+	}
+	cfg, err := getConfig(ctx, s)
+	if err != nil || cfg == nil {
+		return cfg, err
+	}
+	b.clientMu.Lock()
+	if b.configGen == gen {
+		stored := *cfg
+		b.cachedConfig = &stored
+	}
+	b.clientMu.Unlock()
+	return cfg, nil
 }
 
 // snykClient returns the cached client for the stored config, building it on

@@ -223,7 +223,7 @@ func (b *backend) pathBrokerRotate(ctx context.Context, req *logical.Request, d 
 	if e == nil {
 		return logical.ErrorResponse("no integration %s/%s: create it with snyk/integrations/%s/%s first", name, kind, name, kind), nil
 	}
-	cfg, err := getConfig(ctx, req.Storage)
+	cfg, err := b.config(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}

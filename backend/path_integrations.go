@@ -267,7 +267,7 @@ func (b *backend) pathIntegrationRead(ctx context.Context, req *logical.Request,
 // configOrDefaults lets reads of stored integrations work even after the
 // config was deleted (they then report the built-in defaults).
 func (b *backend) configOrDefaults(ctx context.Context, s logical.Storage) (*snykConfig, error) {
-	cfg, err := getConfig(ctx, s)
+	cfg, err := b.config(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 	unlock := b.lockIntegration(name, kind)
 	defer unlock()
 
-	cfg, err := getConfig(ctx, req.Storage)
+	cfg, err := b.config(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}

@@ -120,7 +120,7 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
 	if err := m.b.reconcileWALs(ctx, s); err != nil {
 		return err
 	}
-	cfg, err := getConfig(ctx, s)
+	cfg, err := m.b.config(ctx, s)
 	if err != nil {
 		return err
 	}
@@ -359,7 +359,7 @@ func (m *rotationManager) tick(ctx context.Context) {
 	if s == nil {
 		return
 	}
-	cfg, err := getConfig(ctx, s)
+	cfg, err := m.b.config(ctx, s)
 	if err != nil || cfg == nil {
 		return
 	}
@@ -425,7 +425,7 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 	if e == nil {
 		return
 	}
-	cfg, err := getConfig(ctx, s)
+	cfg, err := b.config(ctx, s)
 	if err != nil || cfg == nil {
 		m.pushAt(key, b.now().Add(configMissingRetry))
 		return
