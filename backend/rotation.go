@@ -291,6 +291,35 @@ func (m *rotationManager) laneLocked(key string) *lane {
 	return l
 }
 
+// lane returns the named lane, creating it.
+func (m *rotationManager) lane(name string) *lane {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.laneLocked(name)
+}
+
+// holder is the integration holding l's provisional token ("" if none).
+func (m *rotationManager) holder(l *lane) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return l.holder
+}
+
+func (m *rotationManager) setHolder(l *lane, key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l.holder = key
+}
+
+// releaseAfterSwitch frees l once key's switch made its token current.
+func (m *rotationManager) releaseAfterSwitch(l *lane, key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l.holder == key || l.holder == "" {
+		m.releaseLocked(l)
+	}
+}
+
 // releaseLocked frees a lane and queues its waiters at once.
 func (m *rotationManager) releaseLocked(l *lane) {
 	l.holder = ""
@@ -531,9 +560,7 @@ func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, 
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	l := m.laneLocked(laneName)
-	m.mu.Unlock()
+	l := m.lane(laneName)
 	l.busy.Lock()
 	defer l.busy.Unlock()
 
@@ -559,9 +586,7 @@ func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, 
 	if err := m.b.provision(ctx, s, client, e); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	l.holder = key
-	m.mu.Unlock()
+	m.setHolder(l, key)
 
 	// Clients need provision_ahead to start on the new token before the
 	// switch; a late provision (Vault was down, the group was busy) moves
@@ -580,19 +605,13 @@ func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, 
 
 // switchStep makes the provisional token current and frees the lane.
 func (m *rotationManager) switchStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, key string) error {
-	m.mu.Lock()
-	l := m.laneLocked(laneKey(e))
-	m.mu.Unlock()
+	l := m.lane(laneKey(e))
 	l.busy.Lock()
 	defer l.busy.Unlock()
 	if err := m.b.switchToken(ctx, s, client, cfg, e); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	if l.holder == key || l.holder == "" {
-		m.releaseLocked(l)
-	}
-	m.mu.Unlock()
+	m.releaseAfterSwitch(l, key)
 	m.b.sendEvent(ctx, eventBrokerSwitch, e, "next_vault_rotation", e.NextVaultRotation.Format(time.RFC3339))
 	return nil
 }
@@ -706,15 +725,10 @@ func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk
 		if err != nil {
 			return err
 		}
-		m.mu.Lock()
-		l := m.laneLocked(laneName)
-		m.mu.Unlock()
+		l := m.lane(laneName)
 		l.busy.Lock()
 		defer l.busy.Unlock()
-		m.mu.Lock()
-		holder := l.holder
-		m.mu.Unlock()
-		if e.ProvisionalToken == "" && holder != "" && holder != key {
+		if holder := m.holder(l); e.ProvisionalToken == "" && holder != "" && holder != key {
 			return errLaneBusy{holder: holder}
 		}
 		if e.ProvisionalToken == "" {
@@ -722,20 +736,14 @@ func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk
 			if err := b.provision(ctx, s, client, e); err != nil {
 				return err
 			}
-			m.mu.Lock()
-			l.holder = key
-			m.mu.Unlock()
+			m.setHolder(l, key)
 			b.sendEvent(ctx, eventBrokerProvision, e, "manual", "true")
 		}
 		m.chargeToken(cfg, b.now())
 		if err := b.switchToken(ctx, s, client, cfg, e); err != nil {
 			return err
 		}
-		m.mu.Lock()
-		if l.holder == key || l.holder == "" {
-			m.releaseLocked(l)
-		}
-		m.mu.Unlock()
+		m.releaseAfterSwitch(l, key)
 		b.sendEvent(ctx, eventBrokerSwitch, e, "manual", "true")
 		return nil
 	}()
