@@ -32,7 +32,8 @@ sha=$(sha256sum "$binary" | cut -d' ' -f1)
 echo "registering $name $version (sha256 $sha)"
 "$vault" plugin register -sha256="$sha" -version="$version" secret "$name"
 
-if "$vault" secrets list -format=json | grep -q "\"$mount/\""; then
+# Ask for the mount itself: no pipe, so no SIGPIPE race with grep -q.
+if "$vault" read "sys/mounts/$mount" >/dev/null 2>&1; then
   echo "upgrading $mount/ to $version"
   "$vault" secrets tune -plugin-version="$version" "$mount/"
   "$vault" plugin reload -plugin="$name" >/dev/null

@@ -13,14 +13,17 @@ template_config {
   exit_on_retry_failure = true
 }
 
+# Values are quoted for dotenv: single quotes keep '#' and spaces literal; a
+# value that itself holds a single quote is double-quoted instead. (Agent's
+# HCL keeps heredoc indentation, so the contents start in column one.)
 template {
   destination = ".env"
   perms       = "0400"
-  contents    = <<-EOT
-    {{- with secret (env "SNYK_BROKER_SECRET") }}
-    {{- range $k, $v := .Data.env }}
-    {{ $k }}={{ $v }}
-    {{- end }}
-    {{- end }}
-  EOT
+  contents    = <<EOT
+{{- with secret (env "SNYK_BROKER_SECRET") }}
+{{- range $k, $v := .Data.env }}
+{{ $k }}={{ if regexMatch "'" $v }}"{{ $v }}"{{ else }}'{{ $v }}'{{ end }}
+{{- end }}
+{{- end }}
+EOT
 }
