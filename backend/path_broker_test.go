@@ -195,7 +195,9 @@ func TestBrokerRotateRetriesUpstream(t *testing.T) {
 	inj := env.snyk.Faults()
 	inj.Inject(snyktest.RouteProvisionToken, fault.Fault{Status: http.StatusTooManyRequests, RetryAfter: "3", Times: 1})
 	inj.Inject(snyktest.RouteProvisionToken, fault.Fault{Status: http.StatusTooManyRequests, Times: 1})
-	inj.Inject(snyktest.RouteProvisionToken, fault.Fault{Status: http.StatusBadGateway, Times: 1})
+	// 503 proves the call was not applied, so even provision-token is
+	// repeated; an ambiguous 5xx is not (TestBrokerRotateSwitchAnswerLost).
+	inj.Inject(snyktest.RouteProvisionToken, fault.Fault{Status: http.StatusServiceUnavailable, Times: 1})
 	inj.Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusServiceUnavailable, RetryAfter: time.Now().Add(5 * time.Second).UTC().Format(http.TimeFormat), Times: 1})
 
 	env.mustOK(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil)
@@ -239,9 +241,11 @@ func TestBrokerRotateRetriesUpstream(t *testing.T) {
 }
 
 // TestBrokerRotateSwitchAnswerLost: the switch reached Snyk but its answer
-// was lost (server-side success, client-side 5xx). The retry is refused
-// because no provisional token is left, and the engine concludes the switch
-// happened instead of provisioning again.
+// was lost (server-side success, client-side 500). The call is not repeated
+// blindly: the rotate fails with an unknown outcome and the provisional token
+// stays held. The next rotate's switch is refused because no provisional
+// token is left, and the engine concludes the switch happened instead of
+// provisioning again.
 func TestBrokerRotateSwitchAnswerLost(t *testing.T) {
 	env := newTestEnv(t)
 	env.configure(nil)
@@ -250,6 +254,12 @@ func TestBrokerRotateSwitchAnswerLost(t *testing.T) {
 	env.snyk.Faults().ResetCalls()
 	env.snyk.Faults().Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusInternalServerError, AfterHandler: true, Times: 1})
 
+	if _, err := env.request(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil); err == nil {
+		t.Fatal("rotate reported success although the switch's outcome is unknown")
+	}
+	if st := env.integration()["rotation_state"]; st != stateSwitchPending {
+		t.Errorf("rotation_state after an unknown switch outcome = %v", st)
+	}
 	env.mustOK(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil)
 	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
 		t.Errorf("provision calls = %d, want 1", n)

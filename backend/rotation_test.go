@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"fmt"
+	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"net/http"
 	"strings"
@@ -217,7 +218,7 @@ func TestRotationSwitchFailureKeepsOldToken(t *testing.T) {
 	env, integID := rotationEnv(t, nil)
 	first := env.snyk.CurrentToken(integID)
 	env.advance(50*time.Minute, time.Minute)
-	env.snyk.Faults().Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusInternalServerError, Times: 8})
+	env.snyk.Faults().Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusInternalServerError, Times: 2})
 	env.advance(10*time.Minute, time.Second)
 	data := env.integration()
 	if data["rotation_state"] != stateSwitchPending || !strings.Contains(data["last_rotation_error"].(string), "switch failed") {
@@ -514,6 +515,7 @@ func TestRotationNotStartedOnStandby(t *testing.T) {
 	b := newBackend(Options{Now: env.clock.Now, Retry: &retry, Tick: 10 * time.Millisecond})
 	conf := logical.TestBackendConfig()
 	conf.StorageView = env.storage
+	conf.Logger = hclog.NewNullLogger()
 	conf.System = &logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby}
 	if err := b.Setup(t.Context(), conf); err != nil {
 		t.Fatal(err)
@@ -532,6 +534,7 @@ func TestRotationNotStartedOnStandby(t *testing.T) {
 	b2 := newBackend(Options{Now: env.clock.Now, Retry: &retry, Tick: 10 * time.Millisecond})
 	conf2 := logical.TestBackendConfig()
 	conf2.StorageView = env.storage
+	conf2.Logger = hclog.NewNullLogger()
 	if err := b2.Setup(t.Context(), conf2); err != nil {
 		t.Fatal(err)
 	}

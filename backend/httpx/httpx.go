@@ -129,8 +129,14 @@ var ErrOutcomeUnknown = errors.New("upstream outcome unknown")
 
 // Do sends the request built by newReq, retrying on 429 and 5xx responses.
 // newReq is called once per attempt because a request body can be read only
-// once. Transport errors are retried only when idempotent is true; otherwise
-// they are returned wrapped in ErrOutcomeUnknown.
+// once.
+//
+// A non-idempotent request (a POST that mints a token) is repeated only when
+// the answer proves it was not applied: 429 (rate limited) and 503 (service
+// unavailable). Any other 5xx, a transport error or a cancellation after the
+// request was sent may have been applied upstream, and a repeat could lose
+// what the first attempt created; those return an error wrapping
+// ErrOutcomeUnknown instead.
 //
 // On success or on a non-retryable status the response is returned with its
 // body open. When the retry budget runs out, the last 429/5xx response is
@@ -146,6 +152,9 @@ func (p RetryPolicy) Do(ctx context.Context, client *http.Client, idempotent boo
 		resp, err := client.Do(req)
 		if err != nil {
 			if ctx.Err() != nil {
+				if !idempotent {
+					return nil, fmt.Errorf("%w: %s %s: %w", ErrOutcomeUnknown, req.Method, req.URL.Path, ctx.Err())
+				}
 				return nil, ctx.Err()
 			}
 			if !idempotent {
@@ -164,6 +173,11 @@ func (p RetryPolicy) Do(ctx context.Context, client *http.Client, idempotent boo
 		}
 		if !Retryable(resp.StatusCode) {
 			return resp, nil
+		}
+		if !idempotent && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			return nil, fmt.Errorf("%w: %s %s answered %d", ErrOutcomeUnknown, req.Method, req.URL.Path, resp.StatusCode)
 		}
 		wait, ok := RetryAfter(resp.Header, p.Now())
 		if !ok {

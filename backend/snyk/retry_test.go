@@ -9,7 +9,6 @@ import (
 
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/fault"
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/httpx"
-	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk/snyktest"
 )
 
@@ -152,24 +151,25 @@ func TestProvision5xxIsRetriedAndYieldsOneProvisionalToken(t *testing.T) {
 	}
 }
 
-// The real-world hazard: Snyk minted the provisional token, the client saw a
-// 500 and retried, and the retry is refused because that token now exists.
-// The token itself is lost to the caller.
-func TestProvisionAppliedButFailedRetryConflicts(t *testing.T) {
+// The real-world hazard: Snyk minted the provisional token and the client
+// saw a 500. Repeating the call would only be refused (the token now exists)
+// and the token would be lost, so the client does not repeat it and reports
+// an unknown outcome instead (the engine keeps its WAL entry).
+func TestProvisionAmbiguous5xxIsOutcomeUnknown(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	id, _ := mustBrokered(t, e, orgA1, "github")
 	e.fake.Faults().Inject(snyktest.RouteProvisionToken, fault.Fault{Status: 500, AfterHandler: true, Times: 1})
 	_, err := e.client.ProvisionToken(context.Background(), orgA1, id)
-	if !snyk.IsProvisionalConflict(err) {
-		t.Fatalf("want a provisional conflict, got %v", err)
+	if !errors.Is(err, httpx.ErrOutcomeUnknown) {
+		t.Fatalf("want ErrOutcomeUnknown, got %v", err)
 	}
 	e.secret(e.fake.ProvisionalToken(id))
 	e.noLeak(err)
 	if e.fake.ProvisionalToken(id) == "" || e.fake.GroupProvisionalHolder(groupA) != id {
 		t.Fatal("the first attempt should have minted a provisional token")
 	}
-	if n := e.fake.Faults().Calls(snyktest.RouteProvisionToken); n != 2 {
-		t.Fatalf("calls %d", n)
+	if n := e.fake.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
+		t.Fatalf("calls %d, want 1 (no repeat after an ambiguous 5xx)", n)
 	}
 }
 
