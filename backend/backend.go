@@ -80,6 +80,10 @@ type backend struct {
 	integrationLocks []*locksutil.LockEntry
 
 	rotation *rotationManager
+
+	// configWriteMu serializes config writes: each is a read-modify-write of
+	// a partial update.
+	configWriteMu sync.Mutex
 }
 
 func newBackend(opts Options) *backend {

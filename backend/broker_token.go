@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -64,12 +65,15 @@ func (b *backend) deleteWAL(ctx context.Context, s logical.Storage, id string) {
 // hiccups are retried because the alternative is losing a token that can
 // never be fetched again.
 func (b *backend) persistObtained(ctx context.Context, s logical.Storage, e *integrationEntry) error {
+	// The caller giving up (a client disconnect, Vault's request deadline,
+	// unmount) must not drop a token Snyk will never show again.
+	ctx = context.WithoutCancel(ctx)
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if err = putIntegration(ctx, s, e); err == nil {
 			return nil
 		}
-		if sleepErr := httpx.SleepContext(context.WithoutCancel(ctx), time.Duration(attempt+1)*100*time.Millisecond); sleepErr != nil {
+		if sleepErr := httpx.SleepContext(ctx, time.Duration(attempt+1)*100*time.Millisecond); sleepErr != nil {
 			break
 		}
 	}
@@ -87,7 +91,12 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		return nil, err
 	}
 	now := b.now().UTC()
-	p := e.policy(cfg)
+	// Computed before any Snyk call, so that nothing can fail between
+	// receiving a token and storing it.
+	next, err := e.policy(cfg).nextRotation(now)
+	if err != nil {
+		return nil, err
+	}
 
 	if e.IntegrationID == "" {
 		id, err := client.IntegrationByType(ctx, e.OrgID, e.SCM)
@@ -105,20 +114,16 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 
 	// startSchedule stamps how the token was obtained and starts the
 	// rotation schedule from now.
-	startSchedule := func(source string) error {
+	startSchedule := func(source string) {
 		e.TokenSource = source
 		e.LastVaultRotation = now
-		next, err := p.nextRotation(now)
 		e.NextVaultRotation = next
-		return err
 	}
 
 	if imported != "" {
 		e.CurrentToken = imported
 		e.RotationState = stateActive
-		if err := startSchedule(sourceImported); err != nil {
-			return nil, err
-		}
+		startSchedule(sourceImported)
 		if err := putIntegration(ctx, s, e); err != nil {
 			return nil, err
 		}
@@ -126,10 +131,20 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 	}
 
 	// The org's Snyk group decides which rotations must be serialized with
-	// this one; a transient failure leaves it for the rotation engine.
+	// this one; while it is unknown the integration shares the mount-wide
+	// lane, which excludes every other.
 	if _, err := b.rotation.resolveLane(ctx, s, client, cfg, e, false); err != nil {
 		b.log().Debug("org group look-up deferred", "org_id", e.OrgID, "error", err)
 	}
+	key := queueKey(e.Name, e.SCM)
+	laneName := laneKey(e)
+	lane := b.rotation.lane(laneName)
+	lane.busy.Lock()
+	defer lane.busy.Unlock()
+	// Reserve the group's provisional slot for an adoption; when another
+	// integration Vault manages holds it, Snyk will refuse a provisional
+	// token (or answer "not brokered", which needs no slot).
+	_, slotHolder := b.rotation.reserveSlot(laneName, key)
 
 	// Provision first: on an already-brokered integration it yields a
 	// provisional token (adoption); on a not-yet-brokered one Snyk refuses
@@ -145,9 +160,7 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		e.ProvisionalToken = provisional
 		e.ProvisionedAt = now
 		e.RotationState = stateProvisioned
-		if err := startSchedule(sourceAdopted); err != nil {
-			return nil, err
-		}
+		startSchedule(sourceAdopted)
 		if err := b.persistObtained(ctx, s, e); err != nil {
 			return nil, err
 		}
@@ -163,11 +176,19 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 				e.NextVaultRotation.Format(time.RFC3339), e.Name, e.SCM)},
 		}, nil
 	}
+	if slotHolder == "" {
+		b.rotation.releaseUnlessUnknown(laneName, key, err)
+	}
 	if errors.Is(err, httpx.ErrOutcomeUnknown) {
 		// Keep the WAL: Snyk may have issued a provisional token.
 		return nil, fmt.Errorf("provisioning a Broker token: %w", err)
 	}
 	b.deleteWAL(ctx, s, walID)
+	if snyk.IsProvisionalConflict(err) && slotHolder != "" {
+		return logical.ErrorResponse(fmt.Sprintf(
+			"the integration is already brokered, and Snyk refuses a provisional token for it while integration %s (managed by this mount) holds its group's only one: "+
+				"create this integration again after that one's switch (or rotate it now with broker/%s/rotate)", slotHolder, slotHolder)), nil
+	}
 	if !snyk.IsNotBrokered(err) {
 		return snykCallerError(err, e, "provisioning a Broker token")
 	}
@@ -189,9 +210,7 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 	}
 	e.CurrentToken = integ.BrokerToken
 	e.RotationState = stateActive
-	if err := startSchedule(sourceEnabled); err != nil {
-		return nil, err
-	}
+	startSchedule(sourceEnabled)
 	if err := b.persistObtained(ctx, s, e); err != nil {
 		return nil, err
 	}
@@ -203,6 +222,10 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 // addBrokeredIntegration creates the org's integration with Broker enabled.
 func (b *backend) addBrokeredIntegration(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry) (*logical.Response, error) {
 	now := b.now().UTC()
+	next, err := e.policy(cfg).nextRotation(now)
+	if err != nil {
+		return nil, err
+	}
 	walID, err := b.putWAL(ctx, s, walKindEnable, e)
 	if err != nil {
 		return nil, err
@@ -223,9 +246,7 @@ func (b *backend) addBrokeredIntegration(ctx context.Context, s logical.Storage,
 	e.RotationState = stateActive
 	e.TokenSource = sourceEnabled
 	e.LastVaultRotation = now
-	if e.NextVaultRotation, err = e.policy(cfg).nextRotation(now); err != nil {
-		return nil, err
-	}
+	e.NextVaultRotation = next
 	if err := b.persistObtained(ctx, s, e); err != nil {
 		return nil, err
 	}
@@ -259,7 +280,7 @@ func snykCallerError(err error, e *integrationEntry, doing string) (*logical.Res
 
 // provision obtains a provisional token for e unless one is already held,
 // and stores it before returning. The caller holds the integration lock.
-func (b *backend) provision(ctx context.Context, s logical.Storage, client *snyk.Client, e *integrationEntry) error {
+func (b *backend) provision(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry) error {
 	if e.ProvisionalToken != "" {
 		return nil
 	}
@@ -274,10 +295,17 @@ func (b *backend) provision(ctx context.Context, s logical.Storage, client *snyk
 		}
 		return err
 	}
+	now := b.now().UTC()
 	e.ProvisionalToken = token
-	e.ProvisionedAt = b.now().UTC()
+	e.ProvisionedAt = now
 	e.RotationState = stateProvisioned
-	e.RetryAt, e.Failures = time.Time{}, 0
+	e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
+	// Clients need provision_ahead to start on the new token before the
+	// switch; a late provision (Vault was down, the group was busy) moves
+	// the switch rather than shortening that overlap. Stored with the token.
+	if earliest := now.Add(e.policy(cfg).ProvisionAhead); e.NextVaultRotation.Before(earliest) {
+		e.NextVaultRotation = earliest
+	}
 	if err := b.persistObtained(ctx, s, e); err != nil {
 		return err
 	}
@@ -340,17 +368,25 @@ func (b *backend) switchToken(ctx context.Context, s logical.Storage, client *sn
 }
 
 // switchAlreadyHappened recognises Snyk's refusal of a switch because the
-// group holds no provisional token.
+// group holds no provisional token. Snyk documents no status or body for it,
+// so it is recognised by its words; anything else stays a failure (retried
+// with back-off and reported), because concluding "switched" wrongly would
+// serve a token Snyk does not route by.
 func switchAlreadyHappened(err error) bool {
-	if snyk.IsNotBrokered(err) || snyk.IsProvisionalConflict(err) {
+	status := snyk.StatusOf(err)
+	if status < 400 || status > 499 || status == http.StatusTooManyRequests || status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound {
 		return false
 	}
-	switch snyk.StatusOf(err) {
-	case http.StatusBadRequest, http.StatusConflict, http.StatusUnprocessableEntity:
-		return true
+	var ae *snyk.APIError
+	if !errors.As(err, &ae) {
+		return false
 	}
-	return false
+	return noProvisionalPattern.MatchString(ae.Message)
 }
+
+// noProvisionalPattern matches "No provisional token exists …", "no token
+// provisioned", "not provisioned" and the like.
+var noProvisionalPattern = regexp.MustCompile(`(?i)\b(no|not|without|missing)\b.{0,40}\bprovision`)
 
 // walRollback runs for WAL entries that outlived walRollbackMinAge: the
 // process died (or storage failed) between a Snyk call and storing its
@@ -372,8 +408,8 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	var msg string
 	switch kind {
 	case walKindProvision:
-		if e != nil && e.ProvisionalToken != "" {
-			return nil // the token was stored; only the WAL delete was lost
+		if e != nil && (e.ProvisionalToken != "" || e.LastVaultRotation.After(w.StartedAt)) {
+			return nil // the token was stored (and maybe switched); only the WAL delete was lost
 		}
 		msg = "a provision-token call was interrupted; Snyk may hold a provisional token Vault never stored, which blocks rotations in the org's group until it is switched in the Snyk UI"
 	case walKindEnable:

@@ -270,7 +270,7 @@ func (e *integrationEntry) brokerEnv(brokerToken, brokerServerURL string) map[st
 	case scm.AzureRepos:
 		env["AZURE_REPOS_TOKEN"] = e.SCMToken
 		env["AZURE_REPOS_ORG"] = e.AzureOrg
-		env["AZURE_REPOS_HOST"] = hostPath(e.SCMURL)
+		env["AZURE_REPOS_HOST"] = api
 	case scm.BitbucketServer:
 		if e.SCMToken != "" {
 			env["BITBUCKET_PAT"] = e.SCMToken

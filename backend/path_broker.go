@@ -121,9 +121,14 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 	if token == "" {
 		return nil, errors.New("the integration holds no Broker token")
 	}
-	cfg, err := b.configOrDefaults(ctx, req.Storage)
+	cfg, err := b.config(ctx, req.Storage)
 	if err != nil {
 		return nil, err
+	}
+	if cfg == nil {
+		// Without it the region's broker server URL and the policy defaults
+		// are unknown; serving guesses would misdirect Broker clients.
+		return nil, errors.New("snyk/config was deleted: write it again to serve broker secrets")
 	}
 	now := b.now().UTC()
 	p := e.policy(cfg)
@@ -181,7 +186,7 @@ const (
 // the provision (so consumers of next_broker_token see it at once).
 func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
 	ttl := p.TTL
-	if p.DisableAutomatedRotation || e.NextVaultRotation.IsZero() {
+	if e.NextVaultRotation.IsZero() || (p.DisableAutomatedRotation && e.ProvisionalToken == "") {
 		return ttl
 	}
 	phase := e.switchNotBefore(p, now)

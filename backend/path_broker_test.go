@@ -111,8 +111,16 @@ func TestBrokerLeaseCappedAtSwitch(t *testing.T) {
 		t.Errorf("TTL = %s, want the %s floor", resp.Secret.TTL, minLeaseTTL)
 	}
 
-	// With automated rotation disabled there is no switch to cap at.
+	// A held provisional token is switched even with automated rotation
+	// disabled (it would block the Snyk group otherwise), so the cap stays.
 	env.mustOK(logical.UpdateOperation, "integrations/"+testOrgID+"/github", map[string]interface{}{"disable_automated_rotation": true})
+	resp = env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil)
+	if resp.Secret.TTL != minLeaseTTL {
+		t.Errorf("TTL = %s with rotation disabled and a provisional token held, want the %s floor", resp.Secret.TTL, minLeaseTTL)
+	}
+	// Once switched, nothing is scheduled, and leases get the full ttl.
+	env.mustOK(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil)
+	env.clock.Advance(5 * time.Hour)
 	resp = env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil)
 	if resp.Secret.TTL != time.Hour {
 		t.Errorf("TTL = %s with rotation disabled, want 1h", resp.Secret.TTL)

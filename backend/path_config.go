@@ -191,7 +191,9 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	cfg, err := b.config(ctx, req.Storage)
+	b.configWriteMu.Lock()
+	defer b.configWriteMu.Unlock()
+	cfg, err := getConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +203,21 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 
 	if problems := applyConfigFields(cfg, d); len(problems) > 0 {
 		return logical.ErrorResponse(strings.Join(problems, "; ")), nil
+	}
+	// New defaults must still make sense for every integration inheriting
+	// them (provision_ahead below each one's period, …).
+	entries, err := listIntegrations(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	var problems []string
+	for _, e := range entries {
+		for _, p := range e.policy(cfg).problems(b.now()) {
+			problems = append(problems, fmt.Sprintf("integration %s/%s: %s", e.Name, e.SCM, p))
+		}
+	}
+	if len(problems) > 0 {
+		return logical.ErrorResponse("these defaults conflict with integrations that inherit them (change the defaults or the integrations' overrides): " + strings.Join(problems, "; ")), nil
 	}
 
 	client, err := b.newSnykClient(cfg)
@@ -218,6 +235,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.resetClient()
+	// Queue times depend on the defaults (provision_ahead).
+	for _, e := range entries {
+		b.rotation.schedule(e, cfg)
+	}
 	return nil, nil
 }
 
@@ -343,6 +364,8 @@ func verifySnykCredential(ctx context.Context, client *snyk.Client) (*logical.Re
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.configWriteMu.Lock()
+	defer b.configWriteMu.Unlock()
 	if err := req.Storage.Delete(ctx, configStoragePath); err != nil {
 		return nil, err
 	}

@@ -195,3 +195,27 @@ func TestConfigBrokerServerURLLoopbackHTTP(t *testing.T) {
 		t.Errorf("broker_server_url = %v", got)
 	}
 }
+
+func TestConfigDefaultsMustFitIntegrations(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(nil)
+	env.snyk.AddIntegration(testOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github",
+		mergeData(env.integrationData("github"), map[string]interface{}{"rotation_period": "2h"}))
+	env.mustFail400(logical.UpdateOperation, "config", map[string]interface{}{"provision_ahead": "3h"},
+		"integration "+testOrgID+"/github", "provision_ahead")
+	if got := env.mustOK(logical.ReadOperation, "config", nil).Data["provision_ahead"]; got != int64(3600) {
+		t.Errorf("provision_ahead stored despite the conflict: %v", got)
+	}
+}
+
+func TestBrokerReadWithoutConfigFails(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(map[string]interface{}{"region": "SNYK-EU-01", "broker_server_url": ""})
+	env.snyk.AddIntegration(testOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"))
+	env.mustOK(logical.DeleteOperation, "config", nil)
+	if _, err := env.request(logical.ReadOperation, "broker/"+testOrgID+"/github", nil); err == nil || !strings.Contains(err.Error(), "snyk/config") {
+		t.Errorf("broker read without config: %v, want an error naming snyk/config", err)
+	}
+}

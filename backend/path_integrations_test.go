@@ -306,6 +306,7 @@ func TestIntegrationBadInput(t *testing.T) {
 		{"provision_ahead over period", org + "github", mergeData(gh, map[string]interface{}{"rotation_period": "30m"}), []string{"provision_ahead", "rotation_period"}},
 		{"provision_ahead over cron gap", org + "github", mergeData(gh, map[string]interface{}{"rotation_schedule": "*/30 * * * *"}), []string{"provision_ahead", "rotation_schedule"}},
 		{"bad broker_client_url", org + "github", mergeData(gh, map[string]interface{}{"broker_client_url": "snyk-broker:8000"}), []string{"broker_client_url"}},
+		{"broker_client_url with credentials", org + "github", mergeData(gh, map[string]interface{}{"broker_client_url": "http://user:pw@snyk-broker:8000"}), []string{"broker_client_url", "credentials"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -365,7 +366,8 @@ func TestIntegrationSnykFailureStoresNothing(t *testing.T) {
 		t.Fatal("setup: no provisional token")
 	}
 	env.snyk.AddIntegration(testOrgID, "github", true)
-	env.mustFail400(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"), "provisional Broker token already exists", "group")
+	// The engine knows which of its integrations holds the group's slot.
+	env.mustFail400(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"), "already brokered", testOtherOrgID+"/github", "group")
 	if e, _ := getIntegration(t.Context(), env.storage, testOrgID, "github"); e != nil {
 		t.Error("stored the integration after Snyk refused")
 	}

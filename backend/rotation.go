@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/queue"
 
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/httpx"
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
 )
 
@@ -146,15 +147,33 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
 			}
 			continue
 		}
-		if e.ProvisionalToken != "" && e.GroupResolved {
-			m.mu.Lock()
-			m.laneLocked(laneKey(e)).holder = key
-			m.mu.Unlock()
+		if e.ProvisionalToken != "" {
+			m.claimLane(e)
 		}
 		m.schedule(e, cfg)
 	}
 	m.b.log().Info("rotation engine loaded", "integrations", len(keys), "queued", m.queueLen())
 	return nil
+}
+
+// listIntegrations loads every stored integration.
+func listIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEntry, error) {
+	keys, err := listIntegrationKeys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*integrationEntry, 0, len(keys))
+	for _, key := range keys {
+		name, kind := splitQueueKey(key)
+		e, err := getIntegration(ctx, s, name, kind)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 func listIntegrationKeys(ctx context.Context, s logical.Storage) ([]string, error) {
@@ -176,6 +195,7 @@ func listIntegrationKeys(ctx context.Context, s logical.Storage) ([]string, erro
 }
 
 func (m *rotationManager) start(s logical.Storage) {
+	m.stop() // a second initialization replaces the ticker, never doubles it
 	ctx, cancel := context.WithCancel(context.Background())
 	m.mu.Lock()
 	m.storage = s
@@ -220,8 +240,12 @@ func (m *rotationManager) queueLen() int {
 }
 
 // nextAction is when the integration next needs the engine, if ever.
+//
+// A provisional token Vault holds is always switched at next_vault_rotation,
+// even with disable_automated_rotation: left alone it would block every
+// rotation in its Snyk group, and there is no API to cancel it.
 func (e *integrationEntry) nextAction(p policy) (time.Time, bool) {
-	if p.DisableAutomatedRotation || e.NextVaultRotation.IsZero() {
+	if e.NextVaultRotation.IsZero() || (p.DisableAutomatedRotation && e.ProvisionalToken == "") {
 		return time.Time{}, false
 	}
 	if !e.RetryAt.IsZero() {
@@ -298,25 +322,61 @@ func (m *rotationManager) lane(name string) *lane {
 	return m.laneLocked(name)
 }
 
-// holder is the integration holding l's provisional token ("" if none).
-func (m *rotationManager) holder(l *lane) string {
+// reserveSlot takes laneName's provisional slot for key, unless a lane
+// blocks it: the lane's own holder, or, because an integration whose group is
+// unknown may share a group with anyone, the mount lane against every group
+// lane and every group lane against the mount lane. Reserving before the
+// Snyk call keeps two lanes from provisioning in one group at once.
+func (m *rotationManager) reserveSlot(laneName, key string) (blocker *lane, holder string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return l.holder
+	own := m.laneLocked(laneName)
+	blocks := func(l *lane) bool { return l.holder != "" && l.holder != key }
+	switch {
+	case blocks(own):
+		return own, own.holder
+	case laneName == laneMount:
+		for _, l := range m.lanes {
+			if blocks(l) {
+				return l, l.holder
+			}
+		}
+	default:
+		if mount, ok := m.lanes[laneMount]; ok && blocks(mount) {
+			return mount, mount.holder
+		}
+	}
+	own.holder = key
+	return nil, ""
 }
 
-func (m *rotationManager) setHolder(l *lane, key string) {
+// addWaiter queues key again when l frees.
+func (m *rotationManager) addWaiter(l *lane, key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	l.holder = key
+	for _, w := range l.waiters {
+		if w == key {
+			return
+		}
+	}
+	l.waiters = append(l.waiters, key)
 }
 
-// releaseAfterSwitch frees l once key's switch made its token current.
-func (m *rotationManager) releaseAfterSwitch(l *lane, key string) {
+// releaseSlot frees laneName's slot if key holds it and wakes its waiters.
+func (m *rotationManager) releaseSlot(laneName, key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if l.holder == key || l.holder == "" {
+	if l, ok := m.lanes[laneName]; ok && l.holder == key {
 		m.releaseLocked(l)
+	}
+}
+
+// releaseUnlessUnknown frees a reservation after a failed provision, except
+// when Snyk may have issued the token anyway: then the group's slot is as
+// good as taken, and other integrations would only be refused.
+func (m *rotationManager) releaseUnlessUnknown(laneName, key string, err error) {
+	if !errors.Is(err, httpx.ErrOutcomeUnknown) {
+		m.releaseSlot(laneName, key)
 	}
 }
 
@@ -470,9 +530,10 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 		return
 	}
 
-	if e.ProvisionalToken == "" && p.RotationWindow > 0 && p.RotationSchedule != "" && !now.Before(e.NextVaultRotation.Add(p.RotationWindow)) {
-		// Missed the window (Vault was down, or the group was busy): like a
-		// database static role, skip to the next scheduled time.
+	if e.ProvisionalToken == "" && p.RotationWindow > 0 && p.RotationSchedule != "" && !now.Add(p.ProvisionAhead).Before(e.NextVaultRotation.Add(p.RotationWindow)) {
+		// A provision now could not switch inside the window (Vault was
+		// down, or the group was busy): like a database static role, skip
+		// to the next scheduled time.
 		missed := e.NextVaultRotation
 		if e.NextVaultRotation, err = p.nextRotation(now); err != nil {
 			b.log().Error("rotation: bad schedule", "integration", key, "error", err)
@@ -563,40 +624,18 @@ func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, 
 	l := m.lane(laneName)
 	l.busy.Lock()
 	defer l.busy.Unlock()
-
-	m.mu.Lock()
-	if l.holder != "" && l.holder != key {
-		// Another integration of the group holds the group's only
-		// provisional slot: wait for its switch without polling.
-		for _, w := range l.waiters {
-			if w == key {
-				m.mu.Unlock()
-				return errWaitingForLane
-			}
-		}
-		l.waiters = append(l.waiters, key)
-		m.mu.Unlock()
+	if blocker, _ := m.reserveSlot(laneName, key); blocker != nil {
+		// Another integration holds the group's only provisional slot:
+		// wait for its switch without polling.
+		m.addWaiter(blocker, key)
 		return errWaitingForLane
 	}
-	m.mu.Unlock()
-	now := m.b.now().UTC()
-	if !m.takeToken(cfg, now) {
+	if !m.takeToken(cfg, m.b.now()) {
+		m.releaseSlot(laneName, key)
 		return errBudgetExhausted
 	}
-	if err := m.b.provision(ctx, s, client, e); err != nil {
-		return err
-	}
-	m.setHolder(l, key)
-
-	// Clients need provision_ahead to start on the new token before the
-	// switch; a late provision (Vault was down, the group was busy) moves
-	// the switch rather than shortening that overlap.
-	p := e.policy(cfg)
-	if earliest := now.Add(p.ProvisionAhead); e.NextVaultRotation.Before(earliest) {
-		e.NextVaultRotation = earliest
-	}
-	e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
-	if err := putIntegration(ctx, s, e); err != nil {
+	if err := m.b.provision(ctx, s, client, cfg, e); err != nil {
+		m.releaseUnlessUnknown(laneName, key, err)
 		return err
 	}
 	m.b.sendEvent(ctx, eventBrokerProvision, e, "next_switch_at", e.NextVaultRotation.Format(time.RFC3339))
@@ -605,13 +644,14 @@ func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, 
 
 // switchStep makes the provisional token current and frees the lane.
 func (m *rotationManager) switchStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, key string) error {
-	l := m.lane(laneKey(e))
+	laneName := laneKey(e)
+	l := m.lane(laneName)
 	l.busy.Lock()
 	defer l.busy.Unlock()
 	if err := m.b.switchToken(ctx, s, client, cfg, e); err != nil {
 		return err
 	}
-	m.releaseAfterSwitch(l, key)
+	m.releaseSlot(laneName, key)
 	m.b.sendEvent(ctx, eventBrokerSwitch, e, "next_vault_rotation", e.NextVaultRotation.Format(time.RFC3339))
 	return nil
 }
@@ -640,12 +680,7 @@ func (m *rotationManager) recordFailure(ctx context.Context, s logical.Storage, 
 			"find the integration holding it (Snyk UI) and switch it, then rotate this one. Retrying at %s. Snyk said: %v", e.RetryAt.Format(time.RFC3339), err)
 		b.log().Error("rotation blocked by a provisional token Vault does not hold", "integration", key, "org_id", e.OrgID, "group_id", e.GroupID)
 	default:
-		e.Failures++
-		backoff := firstFailureBackoff << (e.Failures - 1)
-		if backoff > maxFailureBackoff || backoff <= 0 {
-			backoff = maxFailureBackoff
-		}
-		e.RetryAt = now.Add(backoff)
+		e.backOff(now)
 		step := "provision"
 		if e.ProvisionalToken != "" {
 			step = "switch"
@@ -653,7 +688,7 @@ func (m *rotationManager) recordFailure(ctx context.Context, s logical.Storage, 
 		msg = fmt.Sprintf("%s failed (attempt %d, next at %s): %v", step, e.Failures, e.RetryAt.Format(time.RFC3339), err)
 	}
 	e.LastRotationError = now.Format(time.RFC3339) + ": " + msg
-	if perr := putIntegration(ctx, s, e); perr != nil {
+	if perr := putIntegration(context.WithoutCancel(ctx), s, e); perr != nil {
 		b.log().Error("rotation: could not record the failure", "integration", key, "error", perr)
 	}
 	b.log().Error("Broker token rotation step failed", "integration", key, "integration_id", e.IntegrationID, "error", err, "retry_at", e.RetryAt)
@@ -695,11 +730,9 @@ func (b *backend) reconcileWALs(ctx context.Context, s logical.Storage) error {
 	return nil
 }
 
-// claimLane records that e holds its lane's provisional token.
+// claimLane records that e holds its lane's provisional token (adoption,
+// and rebuilding the lanes from storage).
 func (m *rotationManager) claimLane(e *integrationEntry) {
-	if !e.GroupResolved {
-		return
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.laneLocked(laneKey(e)).holder = queueKey(e.Name, e.SCM)
@@ -721,37 +754,43 @@ func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk
 	m := b.rotation
 	key := queueKey(e.Name, e.SCM)
 	err := func() error {
-		laneName, err := m.resolveLane(ctx, s, client, cfg, e, false)
-		if err != nil {
+		if _, err := m.resolveLane(ctx, s, client, cfg, e, false); err != nil {
 			return err
 		}
+		laneName := laneKey(e)
 		l := m.lane(laneName)
 		l.busy.Lock()
 		defer l.busy.Unlock()
-		if holder := m.holder(l); e.ProvisionalToken == "" && holder != "" && holder != key {
-			return errLaneBusy{holder: holder}
-		}
 		if e.ProvisionalToken == "" {
+			if _, holder := m.reserveSlot(laneName, key); holder != "" {
+				return errLaneBusy{holder: holder}
+			}
 			m.chargeToken(cfg, b.now())
-			if err := b.provision(ctx, s, client, e); err != nil {
+			if err := b.provision(ctx, s, client, cfg, e); err != nil {
+				m.releaseUnlessUnknown(laneName, key, err)
 				return err
 			}
-			m.setHolder(l, key)
 			b.sendEvent(ctx, eventBrokerProvision, e, "manual", "true")
 		}
 		m.chargeToken(cfg, b.now())
 		if err := b.switchToken(ctx, s, client, cfg, e); err != nil {
 			return err
 		}
-		m.releaseAfterSwitch(l, key)
+		m.releaseSlot(laneName, key)
 		b.sendEvent(ctx, eventBrokerSwitch, e, "manual", "true")
 		return nil
 	}()
 	if err != nil {
 		var busy errLaneBusy
 		if !errors.As(err, &busy) {
-			e.LastRotationError = fmt.Sprintf("%s: manual rotation failed: %v", b.now().UTC().Format(time.RFC3339), err)
-			if putErr := putIntegration(ctx, s, e); putErr != nil {
+			now := b.now().UTC()
+			e.LastRotationError = fmt.Sprintf("%s: manual rotation failed: %v", now.Format(time.RFC3339), err)
+			if e.ProvisionalToken != "" {
+				// The switch is owed: the engine retries it with back-off
+				// rather than at the next scheduled time.
+				e.backOff(now)
+			}
+			if putErr := putIntegration(context.WithoutCancel(ctx), s, e); putErr != nil {
 				b.log().Error("could not record the rotation error", "integration", key, "error", putErr)
 			}
 			b.sendEvent(ctx, eventBrokerRotateFail, e, "error", err.Error())
@@ -760,4 +799,15 @@ func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk
 	}
 	m.schedule(e, cfg)
 	return err
+}
+
+// backOff schedules the next attempt of a failed step: 10 s, doubling, at
+// most 30 minutes.
+func (e *integrationEntry) backOff(now time.Time) {
+	e.Failures++
+	backoff := firstFailureBackoff << (e.Failures - 1)
+	if backoff > maxFailureBackoff || backoff <= 0 {
+		backoff = maxFailureBackoff
+	}
+	e.RetryAt = now.Add(backoff)
 }

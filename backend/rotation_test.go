@@ -619,3 +619,116 @@ func TestRotationConcurrentReadsAndRotations(t *testing.T) {
 		t.Errorf("provisions=%d switches=%d", p, s)
 	}
 }
+
+// TestRotationManualSwitchFailureRetried: a manual rotation whose switch
+// fails keeps the provisional token and has the engine retry the switch with
+// back-off, not at the next scheduled time.
+func TestRotationManualSwitchFailureRetried(t *testing.T) {
+	env, integID := rotationEnv(t, map[string]interface{}{"rotation_period": "2160h"})
+	env.snyk.Faults().Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusInternalServerError, Times: 1})
+	if _, err := env.request(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil); err == nil {
+		t.Fatal("rotate succeeded although the switch failed")
+	}
+	data := env.integration()
+	if data["rotation_state"] != stateSwitchPending || data["next_attempt_at"] == nil {
+		t.Fatalf("after a failed manual switch: state=%v next_attempt_at=%v", data["rotation_state"], data["next_attempt_at"])
+	}
+	provisional := env.snyk.ProvisionalToken(integID)
+	env.advance(15*time.Second, time.Second)
+	if env.snyk.CurrentToken(integID) != provisional || env.integration()["rotation_state"] != stateActive {
+		t.Fatalf("the owed switch was not retried: %s", env.snyk.Faults())
+	}
+}
+
+// TestRotationUnknownGroupSharesMountLane: when the group look-up fails at
+// adoption, the adopted integration takes the mount-wide lane, which keeps
+// any other integration from provisioning until its switch: no 409, no false
+// "BLOCKED".
+func TestRotationUnknownGroupSharesMountLane(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(map[string]interface{}{"rotation_period": "1h", "provision_ahead": "10m"})
+	env.snyk.AddIntegration(testOtherOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOtherOrgID+"/github", env.integrationData("github")) // group known
+	env.snyk.Faults().Inject(snyktest.RouteOrg, fault.Fault{Status: http.StatusServiceUnavailable, Times: 4})
+	adopted, _ := env.snyk.AddIntegration(testOrgID, "github", true)
+	env.clock.Advance(30 * time.Minute)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github")) // adoption, group unknown
+	env.initialize()
+	env.snyk.Faults().ResetCalls()
+
+	// The first integration is due to provision at 50m; the adopted one
+	// switches at 90m. In between, the first must wait.
+	env.advance(55*time.Minute, time.Second)
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 0 {
+		t.Fatalf("provisioned while an integration of unknown group held a provisional token (%d calls)", n)
+	}
+	if e := env.mustOK(logical.ReadOperation, "integrations/"+testOtherOrgID+"/github", nil).Data["last_rotation_error"]; e != "" {
+		t.Errorf("last_rotation_error = %v", e)
+	}
+	env.advance(30*time.Minute, time.Second)
+	if env.snyk.ProvisionalToken(adopted) != "" {
+		t.Fatal("the adopted token was not switched")
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
+		t.Errorf("provision calls after the adopted switch = %d, want 1 (the waiter, woken)", n)
+	}
+}
+
+// TestRotationWindowCountsTheSwitch: a provision that could not switch
+// inside the window is skipped to the next scheduled time.
+func TestRotationWindowCountsTheSwitch(t *testing.T) {
+	env, _ := rotationEnv(t, nil)
+	env.mustOK(logical.UpdateOperation, "integrations/"+testOrgID+"/github", map[string]interface{}{
+		"rotation_schedule": "0 3 * * *", "rotation_window": "1h", "provision_ahead": "30m",
+	})
+	env.clock.Advance(15*time.Hour + 50*time.Minute) // 03:50: a switch would land at 04:20
+	env.restart()
+	env.tick()
+	if n := env.snyk.Faults().TotalCalls(); n != 0 {
+		t.Errorf("provisioned although the switch could not fit in the window: %s", env.snyk.Faults())
+	}
+	if got := env.integration()["next_vault_rotation"]; got != "2026-11-28T03:00:00Z" {
+		t.Errorf("next_vault_rotation = %v", got)
+	}
+}
+
+// TestRotationDisabledStillSwitchesHeldToken: a provisional token Vault holds
+// is switched at its time even with automated rotation disabled.
+func TestRotationDisabledStillSwitchesHeldToken(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(map[string]interface{}{"rotation_period": "1h", "provision_ahead": "10m"})
+	integID, _ := env.snyk.AddIntegration(testOrgID, "github", true)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github",
+		mergeData(env.integrationData("github"), map[string]interface{}{"disable_automated_rotation": true}))
+	env.initialize()
+	provisional := env.snyk.ProvisionalToken(integID)
+	env.advance(61*time.Minute, time.Minute)
+	if env.snyk.CurrentToken(integID) != provisional {
+		t.Fatal("the held provisional token was never switched")
+	}
+	env.snyk.Faults().ResetCalls()
+	env.advance(3*time.Hour, time.Minute)
+	if n := env.snyk.Faults().TotalCalls(); n != 0 {
+		t.Errorf("a disabled integration rotated again: %s", env.snyk.Faults())
+	}
+}
+
+// TestRotationSwitchRefusedForOtherReasons: a 400 that does not say "no
+// provisional token" is a failure, not proof that the switch happened.
+func TestRotationSwitchRefusedForOtherReasons(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	old := env.snyk.CurrentToken(integID)
+	env.snyk.Faults().Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusBadRequest, Times: 1,
+		Body: `{"code":400,"message":"Invalid request","error":"Invalid request"}`})
+	env.advance(60*time.Minute, time.Second)
+	if env.broker()["broker_token"] != old {
+		t.Fatal("served the provisional token as current after a refused switch")
+	}
+	if st := env.integration()["rotation_state"]; st != stateSwitchPending {
+		t.Errorf("rotation_state = %v", st)
+	}
+	env.advance(time.Minute, time.Second)
+	if env.snyk.CurrentToken(integID) == old || env.broker()["broker_token"] != env.snyk.CurrentToken(integID) {
+		t.Error("the switch was not retried")
+	}
+}

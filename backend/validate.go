@@ -46,6 +46,19 @@ func checkHTTPSURL(field, raw string) string {
 	return ""
 }
 
+// checkClientURL validates broker_client_url: http or https, a host, no
+// embedded credentials.
+func checkClientURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Sprintf("broker_client_url must be an absolute http(s) URL such as http://snyk-broker:8000, got %q", raw)
+	}
+	if u.User != nil {
+		return "broker_client_url must not embed credentials"
+	}
+	return ""
+}
+
 // isLoopbackHTTP reports a plain-http URL on the local machine.
 func isLoopbackHTTP(raw string) bool {
 	u, err := url.Parse(raw)
