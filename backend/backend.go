@@ -224,6 +224,19 @@ func (b *backend) retryPolicy() httpx.RetryPolicy {
 	return p
 }
 
+// forwarded is an operation with an upstream side effect or a storage write:
+// performance standbys and secondaries hand it to the primary's active node,
+// so that Snyk is called, and the result stored, exactly once.
+func forwarded(callback framework.OperationFunc, summary string, attrs *framework.DisplayAttributes) *framework.PathOperation {
+	return &framework.PathOperation{
+		Callback:                    callback,
+		Summary:                     summary,
+		DisplayAttrs:                attrs,
+		ForwardPerformanceStandby:   true,
+		ForwardPerformanceSecondary: true,
+	}
+}
+
 // lockIntegration takes the write lock of one integration.
 func (b *backend) lockIntegration(name, scmKind string) func() {
 	l := locksutil.LockForKey(b.integrationLocks, integrationStorageKey(name, scmKind))

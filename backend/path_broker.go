@@ -32,12 +32,7 @@ func pathBroker(b *backend) []*framework.Path {
 			},
 			Fields: pathNameFields,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback:                    b.pathBrokerRotate,
-					Summary:                     "Rotate the Broker token now: provision (unless already held) and switch.",
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
+				logical.UpdateOperation: forwarded(b.pathBrokerRotate, "Rotate the Broker token now: provision (unless already held) and switch.", nil),
 			},
 			HelpSynopsis:    "Rotate an integration's Broker token now.",
 			HelpDescription: pathBrokerRotateHelpDesc,

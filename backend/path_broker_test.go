@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"github.com/hashicorp/vault/sdk/framework"
 	"net/http"
 	"strings"
 	"sync"
@@ -325,4 +326,36 @@ func (f *failingPutStorage) Put(ctx context.Context, e *logical.StorageEntry) er
 	}
 	f.failAfter--
 	return f.InmemStorage.Put(ctx, e)
+}
+
+// TestSideEffectPathsAreForwarded: every operation that calls Snyk or writes
+// storage runs on the primary's active node (HA checklist).
+func TestSideEffectPathsAreForwarded(t *testing.T) {
+	env := newTestEnv(t)
+	want := map[string][]logical.Operation{
+		"config": {logical.CreateOperation, logical.UpdateOperation, logical.DeleteOperation},
+		"integrations/" + nameSegment + "/" + scmSegment + "$":  {logical.CreateOperation, logical.UpdateOperation, logical.DeleteOperation},
+		"broker/" + nameSegment + "/" + scmSegment + "/rotate$": {logical.UpdateOperation},
+	}
+	seen := 0
+	for _, p := range env.b.Paths {
+		ops, ok := want[p.Pattern]
+		if !ok {
+			continue
+		}
+		for _, op := range ops {
+			po, ok := p.Operations[op].(*framework.PathOperation)
+			if !ok {
+				t.Errorf("%s %s: no operation", op, p.Pattern)
+				continue
+			}
+			seen++
+			if !po.ForwardPerformanceStandby || !po.ForwardPerformanceSecondary {
+				t.Errorf("%s %s is not forwarded to the primary's active node", op, p.Pattern)
+			}
+		}
+	}
+	if seen != 7 {
+		t.Errorf("checked %d operations, want 7", seen)
+	}
 }

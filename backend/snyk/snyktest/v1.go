@@ -211,18 +211,28 @@ func (s *Server) notBrokered(w http.ResponseWriter, in *integration) {
 	v1Error(w, s.behaviour.NotBrokeredStatus, fmt.Sprintf("Integration %s is not brokered", in.id))
 }
 
-func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// brokeredTokens finds the request's integration and its token group, or
+// answers the error (unknown org/integration, not brokered) and returns nil.
+// The caller holds s.mu.
+func (s *Server) brokeredTokens(w http.ResponseWriter, r *http.Request) (*integration, *tokenGroup) {
 	_, in := s.lookup(w, r)
 	if in == nil {
-		return
+		return nil, nil
 	}
 	if !in.brokered {
 		s.notBrokered(w, in)
+		return nil, nil
+	}
+	return in, s.tokens[in.tokenKey]
+}
+
+func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in, tg := s.brokeredTokens(w, r)
+	if in == nil {
 		return
 	}
-	tg := s.tokens[in.tokenKey]
 	if s.groupProvisional[tg.lane] != "" {
 		v1Error(w, s.behaviour.ProvisionConflictStatus,
 			"A provisional token has already been provisioned for this integration or another integration in the same group.")
@@ -237,15 +247,10 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, in := s.lookup(w, r)
+	in, tg := s.brokeredTokens(w, r)
 	if in == nil {
 		return
 	}
-	if !in.brokered {
-		s.notBrokered(w, in)
-		return
-	}
-	tg := s.tokens[in.tokenKey]
 	if tg.provisional == "" {
 		// Worded without "broker" or "already" so that clients can tell it
 		// from the not-brokered and provisional-conflict failures.
