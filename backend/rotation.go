@@ -209,7 +209,7 @@ func (m *rotationManager) start(s logical.Storage) {
 	}
 	go func() {
 		defer close(done)
-		t := time.NewTicker(tick)
+		t := time.NewTimer(tick)
 		defer t.Stop()
 		for {
 			select {
@@ -217,9 +217,39 @@ func (m *rotationManager) start(s logical.Storage) {
 				return
 			case <-t.C:
 				m.tick(ctx)
+				t.Reset(m.untilNextDue(tick))
 			}
 		}
 	}()
+}
+
+// untilNextDue is how long the loop may sleep: until the earliest queued
+// action, but at most one tick. Waking on time matters at a switch: Broker
+// clients re-read right after it, and a late switch hands them the old token
+// for one more short lease.
+func (m *rotationManager) untilNextDue(tick time.Duration) time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.b.now()
+	if now.Before(m.pausedUntil) {
+		if d := m.pausedUntil.Sub(now); d < tick {
+			return d
+		}
+		return tick
+	}
+	item, err := m.queue.Pop()
+	if err != nil {
+		return tick
+	}
+	_ = m.queue.Push(item)
+	d := time.UnixMilli(item.Priority).Sub(now)
+	switch {
+	case d < 10*time.Millisecond:
+		return 10 * time.Millisecond
+	case d > tick:
+		return tick
+	}
+	return d
 }
 
 func (m *rotationManager) stop() {
