@@ -732,3 +732,28 @@ func TestRotationSwitchRefusedForOtherReasons(t *testing.T) {
 		t.Error("the switch was not retried")
 	}
 }
+
+// TestRotationLoopWakesAtNextAction: the loop sleeps until the earliest
+// queued action (at most a tick), and through a 429 pause.
+func TestRotationLoopWakesAtNextAction(t *testing.T) {
+	env, _ := rotationEnv(t, nil)
+	m := env.b.rotation
+	// The only item is the provision at 50m.
+	if d := m.untilNextDue(time.Second); d != time.Second {
+		t.Errorf("far action: sleep %s, want the 1s tick", d)
+	}
+	env.clock.Advance(50*time.Minute - 300*time.Millisecond)
+	if d := m.untilNextDue(time.Second); d != 300*time.Millisecond {
+		t.Errorf("action in 300ms: sleep %s", d)
+	}
+	env.clock.Advance(time.Second)
+	if d := m.untilNextDue(time.Second); d != 10*time.Millisecond {
+		t.Errorf("overdue action: sleep %s, want 10ms", d)
+	}
+	m.mu.Lock()
+	m.pausedUntil = env.clock.Now().Add(400 * time.Millisecond)
+	m.mu.Unlock()
+	if d := m.untilNextDue(time.Second); d != 400*time.Millisecond {
+		t.Errorf("paused: sleep %s, want the rest of the pause", d)
+	}
+}
