@@ -70,14 +70,9 @@ func (b *backend) pathSCMValidate(ctx context.Context, req *logical.Request, d *
 	if err != nil {
 		return nil, err
 	}
-	v, err := b.scmValidator(cfg)
-	if err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	res, err := v.Validate(ctx, scm.Target{Kind: e.SCM, APIURL: e.apiURL(), AzureOrg: e.AzureOrg},
-		scm.Credential{Token: e.SCMToken, Username: e.SCMUsername, Password: e.SCMPassword})
-	if err != nil {
-		return nil, err
+	res, resp, err := b.checkSCM(ctx, cfg, &e)
+	if resp != nil || err != nil {
+		return resp, err
 	}
 	return &logical.Response{Data: map[string]interface{}{
 		"valid":          res.Valid,

@@ -27,16 +27,26 @@ func (b *backend) scmValidator(cfg *snykConfig) (*scm.Validator, error) {
 	}, nil
 }
 
+// checkSCM runs the SCM checks on e's credential, as integration create and
+// scm/validate both do. resp is a caller error (an unusable CA bundle).
+func (b *backend) checkSCM(ctx context.Context, cfg *snykConfig, e *integrationEntry) (res scm.Result, resp *logical.Response, err error) {
+	v, err := b.scmValidator(cfg)
+	if err != nil {
+		return scm.Result{}, logical.ErrorResponse(err.Error()), nil
+	}
+	res, err = v.Validate(ctx, scm.Target{Kind: e.SCM, APIURL: e.apiURL(), AzureOrg: e.AzureOrg},
+		scm.Credential{Token: e.SCMToken, Username: e.SCMUsername, Password: e.SCMPassword})
+	return res, nil, err
+}
+
 // validateSCM checks e's SCM credential and records what it learned (scopes,
 // expiry, username) on e. A credential the SCM rejects is a 400 naming every
 // problem; an unreachable SCM is a fault.
 func (b *backend) validateSCM(ctx context.Context, cfg *snykConfig, e *integrationEntry) (*logical.Response, error) {
-	v, err := b.scmValidator(cfg)
-	if err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+	res, resp, err := b.checkSCM(ctx, cfg, e)
+	if resp != nil {
+		return resp, nil
 	}
-	res, err := v.Validate(ctx, scm.Target{Kind: e.SCM, APIURL: e.apiURL(), AzureOrg: e.AzureOrg},
-		scm.Credential{Token: e.SCMToken, Username: e.SCMUsername, Password: e.SCMPassword})
 	if err != nil {
 		return nil, fmt.Errorf("validating the %s credential at %s (set skip_scm_validation=true to store it unchecked): %w", e.SCM, e.apiURL(), err)
 	}
