@@ -86,23 +86,27 @@ func bootstrapToken(t *testing.T, s *stack, withDefault bool, policies ...string
 	return tok.Auth.ClientToken
 }
 
+// bootstrapDo performs op (read, write, list, delete) on path.
+func bootstrapDo(t *testing.T, c *api.Client, op, path string, data map[string]interface{}) (*api.Secret, error) {
+	t.Helper()
+	switch op {
+	case "read":
+		return c.Logical().Read(path)
+	case "write":
+		return c.Logical().Write(path, data)
+	case "list":
+		return c.Logical().List(path)
+	case "delete":
+		return c.Logical().Delete(path)
+	}
+	t.Fatalf("unknown op %q", op)
+	return nil, nil
+}
+
 // bootstrapDenied asserts that op on path is a 403 permission denied.
 func bootstrapDenied(t *testing.T, c *api.Client, who, op, path string, data map[string]interface{}) {
 	t.Helper()
-	var sec *api.Secret
-	var err error
-	switch op {
-	case "read":
-		sec, err = c.Logical().Read(path)
-	case "write":
-		sec, err = c.Logical().Write(path, data)
-	case "list":
-		sec, err = c.Logical().List(path)
-	case "delete":
-		sec, err = c.Logical().Delete(path)
-	default:
-		t.Fatalf("unknown op %q", op)
-	}
+	sec, err := bootstrapDo(t, c, op, path, data)
 	if responseStatus(err) != 403 || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("%s: %s %s = (%v, %v), want 403 permission denied", who, op, path, sec, err)
 	}
@@ -111,20 +115,7 @@ func bootstrapDenied(t *testing.T, c *api.Client, who, op, path string, data map
 // bootstrapAllowed asserts that op on path succeeds and returns the secret.
 func bootstrapAllowed(t *testing.T, c *api.Client, who, op, path string, data map[string]interface{}) *api.Secret {
 	t.Helper()
-	var sec *api.Secret
-	var err error
-	switch op {
-	case "read":
-		sec, err = c.Logical().Read(path)
-	case "write":
-		sec, err = c.Logical().Write(path, data)
-	case "list":
-		sec, err = c.Logical().List(path)
-	case "delete":
-		sec, err = c.Logical().Delete(path)
-	default:
-		t.Fatalf("unknown op %q", op)
-	}
+	sec, err := bootstrapDo(t, c, op, path, data)
 	if err != nil {
 		t.Fatalf("%s: %s %s: %v", who, op, path, err)
 	}
@@ -685,34 +676,8 @@ func TestBootstrapAgentConfigs(t *testing.T) {
 	})
 
 	t.Run("broker-client-github", func(t *testing.T) {
-		dir := t.TempDir()
-		wd := filepath.Join(dir, "broker")
-		bin := filepath.Join(dir, "bin")
-		for _, d := range []string{wd, bin} {
-			if err := os.Mkdir(d, 0o700); err != nil {
-				t.Fatal(err)
-			}
-		}
-		// A stand-in `broker` that records its arguments and environment.
-		out := filepath.Join(dir, "broker-env")
-		stub := "#!/bin/sh\n{ echo \"ARGS=$*\"; env; } > \"$BOOTSTRAP_OUT.tmp\" && mv \"$BOOTSTRAP_OUT.tmp\" \"$BOOTSTRAP_OUT\"\nexec sleep 300\n"
-		if err := os.WriteFile(filepath.Join(bin, "broker"), []byte(stub), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		auth := bootstrapAgentAuth(t, s, dir, token)
-		environ := []string{
-			"PATH=" + bin + ":/usr/local/bin:/usr/bin:/bin", "HOME=" + dir,
-			"SNYK_BROKER_SECRET=" + brokerPath, "SNYK_BROKER_ROLE=next",
-			"BOOTSTRAP_OUT=" + out, "PORT=8000",
-		}
-		p := bootstrapStartAgent(t, dir, wd, environ, filepath.Join(agentDir, "broker-client-github.hcl"), auth)
-		content := bootstrapWaitFile(t, p, out)
-		got := map[string]string{}
-		for _, line := range strings.Split(content, "\n") {
-			if k, v, ok := strings.Cut(line, "="); ok {
-				got[k] = v
-			}
-		}
+		got := bootstrapRunStubBroker(t, s, token, filepath.Join(agentDir, "broker-client-github.hcl"),
+			"SNYK_BROKER_SECRET="+brokerPath, "SNYK_BROKER_ROLE=next", "PORT=8000")
 		sec := s.read(t, brokerPath)
 		envm := bootstrapEnvMap(t, sec)
 		if _, held := sec.Data["next_broker_token"]; held {
@@ -1217,30 +1182,7 @@ func TestBootstrapAgentExecConfigsEverySCM(t *testing.T) {
 			}
 			token := bootstrapToken(t, s, true, policy)
 
-			dir := t.TempDir()
-			wd, bin := filepath.Join(dir, "broker"), filepath.Join(dir, "bin")
-			for _, d := range []string{wd, bin} {
-				if err := os.Mkdir(d, 0o700); err != nil {
-					t.Fatal(err)
-				}
-			}
-			out := filepath.Join(dir, "broker-env")
-			stub := "#!/bin/sh\n{ echo \"ARGS=$*\"; env; } > \"$BOOTSTRAP_OUT.tmp\" && mv \"$BOOTSTRAP_OUT.tmp\" \"$BOOTSTRAP_OUT\"\nexec sleep 300\n"
-			if err := os.WriteFile(filepath.Join(bin, "broker"), []byte(stub), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			environ := []string{
-				"PATH=" + bin + ":/usr/local/bin:/usr/bin:/bin", "HOME=" + dir,
-				"SNYK_BROKER_SECRET=" + secretPath, "BOOTSTRAP_OUT=" + out,
-			}
-			p := bootstrapStartAgent(t, dir, wd, environ, cfg, bootstrapAgentAuth(t, s, dir, token))
-			content := bootstrapWaitFile(t, p, out)
-			got := map[string]string{}
-			for _, line := range strings.Split(content, "\n") {
-				if k, v, ok := strings.Cut(line, "="); ok {
-					got[k] = v
-				}
-			}
+			got := bootstrapRunStubBroker(t, s, token, cfg, "SNYK_BROKER_SECRET="+secretPath)
 			if got["ARGS"] != "client" {
 				t.Errorf("broker started with arguments %q, want client", got["ARGS"])
 			}
@@ -1256,4 +1198,35 @@ func TestBootstrapAgentExecConfigsEverySCM(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bootstrapRunStubBroker runs Vault Agent with an exec-mode config and a
+// stand-in `broker` on PATH that records its arguments (ARGS) and
+// environment, and returns what it recorded. extraEnv is Agent's environment
+// beyond PATH and HOME.
+func bootstrapRunStubBroker(t *testing.T, s *stack, token, config string, extraEnv ...string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	wd, bin := filepath.Join(dir, "broker"), filepath.Join(dir, "bin")
+	for _, d := range []string{wd, bin} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "broker-env")
+	stub := "#!/bin/sh\n{ echo \"ARGS=$*\"; env; } > \"$BOOTSTRAP_OUT.tmp\" && mv \"$BOOTSTRAP_OUT.tmp\" \"$BOOTSTRAP_OUT\"\nexec sleep 300\n"
+	if err := os.WriteFile(filepath.Join(bin, "broker"), []byte(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	environ := append([]string{
+		"PATH=" + bin + ":/usr/local/bin:/usr/bin:/bin", "HOME=" + dir, "BOOTSTRAP_OUT=" + out,
+	}, extraEnv...)
+	p := bootstrapStartAgent(t, dir, wd, environ, config, bootstrapAgentAuth(t, s, dir, token))
+	got := map[string]string{}
+	for _, line := range strings.Split(bootstrapWaitFile(t, p, out), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			got[k] = v
+		}
+	}
+	return got
 }

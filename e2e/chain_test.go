@@ -110,25 +110,7 @@ func (h brokerHarness) startSupervisedClient(t *testing.T, s *stack, dir, role, 
 	if err := os.MkdirAll(wd, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	tokenFile := filepath.Join(wd, "token")
-	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	auth := filepath.Join(wd, "auth.hcl")
-	authHCL := fmt.Sprintf(`vault {
-  address = %q
-}
-auto_auth {
-  method "token_file" {
-    config {
-      token_file_path = %q
-    }
-  }
-}
-`, s.vault.addr, tokenFile)
-	if err := os.WriteFile(auth, []byte(authHCL), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	auth := bootstrapAgentAuth(t, s, wd, token)
 	clientPort, err := freePort()
 	if err != nil {
 		t.Fatal(err)
