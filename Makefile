@@ -2,6 +2,8 @@
 #
 #   make dev     build everything, start the simulator and a real Vault with the
 #                plugin registered, configure it and read a broker secret
+#                (SIM_PROFILE=<name> picks the fake Snyk's answers to undocumented
+#                refusals; bin/snyk-sim -list-profiles lists them)
 #   make test    unit tests (race detector) and end-to-end tests against a real
 #                Vault, Vault Agent and the real plugin binary
 #   make bench   benchmarks that print figures (engine read vs KV v2, …)

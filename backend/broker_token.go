@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"regexp"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -82,10 +80,27 @@ func (b *backend) persistObtained(ctx context.Context, s logical.Storage, e *int
 	return fmt.Errorf("storing the Broker token Snyk returned: %w", err)
 }
 
+// How a create obtains the Broker token, as the operator may say with
+// broker_token_source (broker_token itself always means import).
+const (
+	// tokenSourceAuto: provision first (adoption when Snyk issues one);
+	// enable Broker only when Snyk answers that the integration is not
+	// brokered.
+	tokenSourceAuto = "auto"
+	// tokenSourceEnable: the operator knows the integration is not brokered:
+	// enable Broker, never provision.
+	tokenSourceEnable = "enable"
+	// tokenSourceAdopt: the operator knows it is brokered: provision, never
+	// enable.
+	tokenSourceAdopt = "adopt"
+)
+
+var tokenSources = []string{tokenSourceAuto, tokenSourceEnable, tokenSourceAdopt}
+
 // createIntegration resolves the Snyk integration and obtains its Broker
 // token in one of the three ways of the interface. Nothing is stored unless
 // a token was obtained.
-func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg *snykConfig, e *integrationEntry, imported string) (*logical.Response, error) {
+func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg *snykConfig, e *integrationEntry, in integrationInput) (*logical.Response, error) {
 	client, err := b.snykClient(ctx, s)
 	if err != nil {
 		return nil, err
@@ -97,37 +112,70 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 	if err != nil {
 		return nil, err
 	}
+	source := in.tokenSource
+	if source == "" {
+		source = tokenSourceAuto
+	}
 
 	if e.IntegrationID == "" {
-		id, err := client.IntegrationByType(ctx, e.OrgID, e.SCM)
+		id, found, err := b.findIntegration(ctx, client, e)
 		switch {
-		case err == nil:
+		case err != nil:
+			return snykCallerError(err, e, snyk.OpLookup, "looking up the org's "+e.SCM+" integration")
+		case found:
 			e.IntegrationID = id
-		case snyk.StatusOf(err) == http.StatusNotFound && imported == "":
+		case in.brokerToken != "":
+			return logical.ErrorResponse(fmt.Sprintf(
+				"org %s has no %s integration at Snyk, so there is nothing to import broker_token into: "+
+					"drop broker_token to have Vault create the integration brokered, or pass the right org_id", e.OrgID, e.SCM)), nil
+		case source == tokenSourceAdopt:
+			return logical.ErrorResponse(fmt.Sprintf(
+				"broker_token_source=adopt, but org %s has no %s integration at Snyk to adopt: "+
+					"use broker_token_source=enable (or auto) to have Vault create it brokered", e.OrgID, e.SCM)), nil
+		default:
 			// The org has no integration of this type: create it brokered,
 			// which is how Snyk issues the first Broker token.
 			return b.addBrokeredIntegration(ctx, s, client, cfg, e)
-		default:
-			return snykCallerError(err, e, "looking up the org's "+e.SCM+" integration")
 		}
 	}
 
 	// startSchedule stamps how the token was obtained and starts the
 	// rotation schedule from now.
-	startSchedule := func(source string) {
-		e.TokenSource = source
+	startSchedule := func(how string) {
+		e.TokenSource = how
 		e.LastVaultRotation = now
 		e.NextVaultRotation = next
 	}
 
-	if imported != "" {
-		e.CurrentToken = imported
+	if in.brokerToken != "" {
+		e.CurrentToken = in.brokerToken
 		e.RotationState = stateActive
 		startSchedule(sourceImported)
 		if err := putIntegration(ctx, s, e); err != nil {
 			return nil, err
 		}
 		return &logical.Response{Data: e.statusData(cfg)}, nil
+	}
+
+	var warnings []string
+	if source == tokenSourceEnable {
+		pending, err := b.enableOutcomeUnknown(ctx, s, e)
+		if err != nil {
+			return nil, err
+		}
+		if pending {
+			// An earlier enable of this integration lost its answer: Snyk
+			// may have enabled Broker with a token Vault never stored, and
+			// enabling an already-brokered integration again is undocumented.
+			// Provisioning first is safe either way.
+			source = tokenSourceAuto
+			warnings = append(warnings, "an earlier attempt to enable Broker on this integration lost Snyk's answer, so Vault asked for a provisional token first instead of enabling Broker again")
+		}
+	}
+
+	if source == tokenSourceEnable {
+		resp, err := b.enableBroker(ctx, s, client, cfg, e, source, "", startSchedule)
+		return withWarnings(resp, warnings), err
 	}
 
 	// The org's Snyk group decides which rotations must be serialized with
@@ -170,10 +218,10 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 			"name", e.Name, "scm", e.SCM, "integration_id", e.IntegrationID, "switch_at", e.NextVaultRotation)
 		return &logical.Response{
 			Data: e.statusData(cfg),
-			Warnings: []string{fmt.Sprintf(
+			Warnings: append(warnings, fmt.Sprintf(
 				"the integration was already brokered with a token Vault does not hold: Vault obtained a provisional token and serves it now; "+
 					"Broker clients still running the old token keep working until the switch at %s (or run broker/%s/%s/rotate once every client runs the new token)",
-				e.NextVaultRotation.Format(time.RFC3339), e.Name, e.SCM)},
+				e.NextVaultRotation.Format(time.RFC3339), e.Name, e.SCM)),
 		}, nil
 	}
 	if slotHolder == "" {
@@ -184,25 +232,58 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		return nil, fmt.Errorf("provisioning a Broker token: %w", err)
 	}
 	b.deleteWAL(ctx, s, walID)
-	if snyk.IsProvisionalConflict(err) && slotHolder != "" {
+	refusal := snyk.Classify(snyk.OpProvision, err)
+	switch {
+	case refusal == snyk.RefusalProvisionalConflict && slotHolder != "":
 		return logical.ErrorResponse(fmt.Sprintf(
 			"the integration is already brokered, and Snyk refuses a provisional token for it while integration %s (managed by this mount) holds its group's only one: "+
 				"create this integration again after that one's switch (or rotate it now with broker/%s/rotate)", slotHolder, slotHolder)), nil
+	case refusal == snyk.RefusalNotBrokered && source == tokenSourceAdopt:
+		return logical.ErrorResponse(fmt.Sprintf(
+			"broker_token_source=adopt, but Snyk refused a provisional token because the integration is not brokered (Snyk said %s): "+
+				"nothing was stored; use broker_token_source=enable (or auto) to have Vault enable Broker", snyk.Answer(err))), nil
+	case refusal == snyk.RefusalNotBrokered:
+		resp, err := b.enableBroker(ctx, s, client, cfg, e, source, snyk.Answer(err), startSchedule)
+		return withWarnings(resp, warnings), err
 	}
-	if !snyk.IsNotBrokered(err) {
-		return snykCallerError(err, e, "provisioning a Broker token")
-	}
+	return snykCallerError(err, e, snyk.OpProvision, "provisioning a Broker token")
+}
 
-	walID, err = b.putWAL(ctx, s, walKindEnable, e)
+// enableBroker enables Broker on the integration and stores the token Snyk
+// returns. provisionAnswer is Snyk's "not brokered" answer that led here in
+// auto mode ("" when the operator chose broker_token_source=enable).
+func (b *backend) enableBroker(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry,
+	source, provisionAnswer string, startSchedule func(string)) (*logical.Response, error) {
+	walID, err := b.putWAL(ctx, s, walKindEnable, e)
 	if err != nil {
 		return nil, err
 	}
 	integ, err := client.EnableBroker(ctx, e.OrgID, e.IntegrationID, e.SCM)
+	if errors.Is(err, httpx.ErrOutcomeUnknown) {
+		// Keep the WAL: Snyk may have enabled Broker and minted a token Vault
+		// never saw. The next create of this integration provisions first.
+		b.log().Warn("the answer to enabling Broker was lost; the next create of this integration adopts it",
+			"name", e.Name, "scm", e.SCM, "integration_id", e.IntegrationID)
+		return nil, fmt.Errorf("enabling Broker on the integration: Snyk may or may not have applied it (%w); "+
+			"write the integration again: Vault will ask for a provisional token first and adopt the integration if it is now brokered", err)
+	}
 	if err != nil {
-		if !errors.Is(err, httpx.ErrOutcomeUnknown) {
-			b.deleteWAL(ctx, s, walID)
+		b.deleteWAL(ctx, s, walID)
+		switch snyk.Classify(snyk.OpEnable, err) {
+		case snyk.RefusalAlreadyBrokered:
+			if provisionAnswer != "" {
+				return logical.ErrorResponse(fmt.Sprintf(
+					"Snyk contradicts itself about integration %s: provision-token said it is not brokered (%s), enabling Broker said it already is (%s); "+
+						"nothing was stored and no token was obtained: check the integration in the Snyk UI, then create it again with "+
+						"broker_token_source=adopt (brokered) or import its token with broker_token=<uuid>",
+					e.IntegrationID, provisionAnswer, snyk.Answer(err))), nil
+			}
+			return logical.ErrorResponse(fmt.Sprintf(
+				"broker_token_source=enable, but Snyk says the integration is already brokered (%s): nothing was stored; "+
+					"use broker_token_source=adopt (Vault obtains a provisional token and switches to it) or import its token with broker_token=<uuid>",
+				snyk.Answer(err))), nil
 		}
-		return snykCallerError(err, e, "enabling Broker on the integration")
+		return snykCallerError(err, e, snyk.OpEnable, "enabling Broker on the integration")
 	}
 	if integ.BrokerToken == "" {
 		b.deleteWAL(ctx, s, walID)
@@ -215,8 +296,63 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		return nil, err
 	}
 	b.deleteWAL(ctx, s, walID)
-	b.log().Info("enabled Broker on the integration", "name", e.Name, "scm", e.SCM, "integration_id", e.IntegrationID)
+	b.log().Info("enabled Broker on the integration", "name", e.Name, "scm", e.SCM, "integration_id", e.IntegrationID, "broker_token_source", source)
 	return &logical.Response{Data: e.statusData(cfg)}, nil
+}
+
+// findIntegration returns the ID of the org's integration of e's type, and
+// whether the org has one. "Has none" is concluded only from the documented
+// list of the org's integrations, never from a refusal of the by-type read,
+// whose answer for a missing type Snyk does not document.
+func (b *backend) findIntegration(ctx context.Context, client *snyk.Client, e *integrationEntry) (string, bool, error) {
+	id, err := client.IntegrationByType(ctx, e.OrgID, e.SCM)
+	if err == nil {
+		return id, true, nil
+	}
+	if snyk.Classify(snyk.OpLookup, err) == snyk.NotARefusal {
+		return "", false, err
+	}
+	all, listErr := client.ListIntegrations(ctx, e.OrgID)
+	if listErr != nil {
+		return "", false, listErr
+	}
+	if id, ok := all[e.SCM]; ok && id != "" {
+		return id, true, nil
+	}
+	return "", false, nil
+}
+
+// enableOutcomeUnknown reports whether an enable-Broker call for e lost its
+// answer and has not been reconciled yet (its WAL entry is still there).
+func (b *backend) enableOutcomeUnknown(ctx context.Context, s logical.Storage, e *integrationEntry) (bool, error) {
+	ids, err := framework.ListWAL(ctx, s)
+	if err != nil {
+		return false, err
+	}
+	for _, id := range ids {
+		w, err := framework.GetWAL(ctx, s, id)
+		if err != nil {
+			return false, err
+		}
+		if w == nil || w.Kind != walKindEnable {
+			continue
+		}
+		var entry walEntry
+		if err := mapToStruct(w.Data, &entry); err != nil {
+			continue
+		}
+		if entry.OrgID == e.OrgID && (entry.IntegrationID == e.IntegrationID || (entry.Name == e.Name && entry.SCM == e.SCM)) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func withWarnings(resp *logical.Response, warnings []string) *logical.Response {
+	if resp != nil && len(warnings) > 0 {
+		resp.Warnings = append(warnings, resp.Warnings...)
+	}
+	return resp
 }
 
 // addBrokeredIntegration creates the org's integration with Broker enabled.
@@ -235,7 +371,7 @@ func (b *backend) addBrokeredIntegration(ctx context.Context, s logical.Storage,
 		if !errors.Is(err, httpx.ErrOutcomeUnknown) {
 			b.deleteWAL(ctx, s, walID)
 		}
-		return snykCallerError(err, e, "creating a brokered "+e.SCM+" integration")
+		return snykCallerError(err, e, snyk.OpEnable, "creating a brokered "+e.SCM+" integration")
 	}
 	if integ.BrokerToken == "" || integ.ID == "" {
 		b.deleteWAL(ctx, s, walID)
@@ -255,27 +391,48 @@ func (b *backend) addBrokeredIntegration(ctx context.Context, s logical.Storage,
 	return &logical.Response{Data: e.statusData(cfg)}, nil
 }
 
-// snykCallerError turns a Snyk failure into a 400 when the operator can fix
-// it (wrong org, wrong integration, missing permission, a group blocked by a
-// provisional token), and into a fault otherwise.
-func snykCallerError(err error, e *integrationEntry, doing string) (*logical.Response, error) {
-	status := snyk.StatusOf(err)
-	switch {
-	case snyk.IsProvisionalConflict(err):
+// snykCallerError turns a Snyk refusal of op into a 400 when the operator
+// can act on it (wrong org, wrong integration, missing permission, a group
+// blocked by a provisional token, an answer Vault cannot read), and into a
+// fault otherwise (5xx, rate limiting that outlasted the retries, transport).
+func snykCallerError(err error, e *integrationEntry, op snyk.Operation, doing string) (*logical.Response, error) {
+	switch snyk.Classify(op, err) {
+	case snyk.RefusalProvisionalConflict:
 		return logical.ErrorResponse(fmt.Sprintf(
 			"%s: Snyk refuses because a provisional Broker token already exists in this org's group (only one may exist per group, and Snyk has no API to cancel it): "+
 				"switch it (Snyk UI, or switch-token on the integration that holds it), or import the integration's current token with broker_token=<uuid>; Snyk said: %s", doing, err)), nil
-	case status == http.StatusNotFound:
+	case snyk.RefusalNotFound:
 		return logical.ErrorResponse(fmt.Sprintf("%s: Snyk does not know org_id %s or integration_id %q, or the configured credential cannot see them: check org_id and integration_id; Snyk said: %s", doing, e.OrgID, e.IntegrationID, err)), nil
-	case status == http.StatusUnauthorized:
+	case snyk.RefusalUnauthorized:
 		return logical.ErrorResponse(fmt.Sprintf("%s: Snyk rejected the configured credential: update snyk/config; Snyk said: %s", doing, err)), nil
-	case status == http.StatusForbidden:
+	case snyk.RefusalForbidden:
 		return logical.ErrorResponse(fmt.Sprintf("%s: the configured Snyk credential lacks permission on org %s (it needs Edit Integrations): Snyk said: %s", doing, e.OrgID, err)), nil
-	case status >= 400 && status < 500 && status != http.StatusTooManyRequests:
-		return logical.ErrorResponse(fmt.Sprintf("%s: %s", doing, err)), nil
+	case snyk.RefusalNothingToSwitch:
+		return logical.ErrorResponse(fmt.Sprintf("%s: %v", doing, err)), nil
+	case snyk.RefusalNotBrokered:
+		return logical.ErrorResponse(fmt.Sprintf(
+			"%s: Snyk says integration %s is not brokered (%s); Broker may have been disabled outside Vault: "+
+				"Vault never enables Broker outside an integration create; enable it again by deleting and creating the integration in Vault", doing, e.IntegrationID, snyk.Answer(err))), nil
+	case snyk.RefusalUnknown, snyk.RefusalAlreadyBrokered:
+		// A stored integration always has a token source; one without is
+		// being created, where the operator can say what they know.
+		return logical.ErrorResponse(unreadableAnswer(doing, err, e.TokenSource == "")), nil
 	default:
 		return nil, fmt.Errorf("%s: %w", doing, err)
 	}
+}
+
+// unreadableAnswer explains a refusal Vault could not read: what Snyk said,
+// that Vault did nothing irreversible, and, on create, how the operator can
+// say what they know instead.
+func unreadableAnswer(doing string, err error, creating bool) string {
+	msg := fmt.Sprintf("%s: Snyk refused with %s, an answer Snyk does not document and Vault cannot read, so Vault stopped: "+
+		"nothing was stored and no token was obtained", doing, snyk.Answer(err))
+	if creating {
+		msg += ". If you know the integration's state, say so: broker_token_source=enable (not brokered yet: Vault enables Broker), " +
+			"broker_token_source=adopt (already brokered: Vault obtains a provisional token), or import its current token with broker_token=<uuid>"
+	}
+	return msg
 }
 
 // provision obtains a provisional token for e unless one is already held,
@@ -298,6 +455,7 @@ func (b *backend) provision(ctx context.Context, s logical.Storage, client *snyk
 	now := b.now().UTC()
 	e.ProvisionalToken = token
 	e.ProvisionedAt = now
+	e.SwitchOutcomeUnknown = false
 	e.RotationState = stateProvisioned
 	e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
 	// Clients need provision_ahead to start on the new token before the
@@ -330,25 +488,35 @@ func (b *backend) switchToken(ctx context.Context, s logical.Storage, client *sn
 		return err
 	}
 	err = client.SwitchToken(ctx, e.OrgID, e.IntegrationID)
-	if err != nil && switchAlreadyHappened(err) {
-		// Snyk says the group has no provisional token, yet Vault holds one:
-		// provisional tokens leave that state only by being switched (there
-		// is no cancel), so an earlier switch whose answer was lost, or one
-		// made in the Snyk UI, already made it current.
-		b.log().Info("switch-token found no provisional token; the held token is already current",
+	refusal := snyk.Classify(snyk.OpSwitch, err)
+	if refusal == snyk.RefusalNothingToSwitch && e.SwitchOutcomeUnknown {
+		// An earlier attempt of this very switch was sent and its answer
+		// lost, and Snyk now has nothing to switch: provisional tokens leave
+		// that state only by being switched (there is no cancel), so that
+		// attempt made the held token current.
+		b.log().Info("switch-token found no provisional token after an earlier attempt lost its answer; the held token is current",
 			"name", e.Name, "scm", e.SCM, "integration_id", e.IntegrationID)
 		err = nil
 	}
-	if err != nil {
-		if !errors.Is(err, httpx.ErrOutcomeUnknown) {
-			b.deleteWAL(ctx, s, walID)
+	if errors.Is(err, httpx.ErrOutcomeUnknown) {
+		// Remember that this switch may have been applied: if Snyk later
+		// answers "nothing to switch", that is why. The WAL entry stays as
+		// the record should this store fail or the process die.
+		e.SwitchOutcomeUnknown = true
+		if perr := putIntegration(context.WithoutCancel(ctx), s, e); perr != nil {
+			b.log().Warn("could not record the lost switch answer; the WAL entry keeps it", "name", e.Name, "scm", e.SCM, "error", perr)
 		}
 		return err
+	}
+	if err != nil {
+		b.deleteWAL(ctx, s, walID)
+		return switchRefused(err, refusal)
 	}
 	now := b.now().UTC()
 	e.CurrentToken = e.ProvisionalToken
 	e.ProvisionalToken = ""
 	e.ProvisionedAt = time.Time{}
+	e.SwitchOutcomeUnknown = false
 	e.TokenSource = sourceRotated
 	e.RotationState = stateActive
 	e.LastVaultRotation = now
@@ -367,26 +535,21 @@ func (b *backend) switchToken(ctx context.Context, s logical.Storage, client *sn
 	return nil
 }
 
-// switchAlreadyHappened recognises Snyk's refusal of a switch because the
-// group holds no provisional token. Snyk documents no status or body for it,
-// so it is recognised by its words; anything else stays a failure (retried
-// with back-off and reported), because concluding "switched" wrongly would
-// serve a token Snyk does not route by.
-func switchAlreadyHappened(err error) bool {
-	status := snyk.StatusOf(err)
-	if status < 400 || status > 499 || status == http.StatusTooManyRequests || status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound {
-		return false
+// switchRefused explains a refused switch. Whatever Snyk said, Vault keeps
+// serving the current token (still valid) and retries with back-off: the
+// only refusal that can mean "already switched" is "nothing to switch" after
+// an attempt whose answer was lost, handled by the caller.
+func switchRefused(err error, refusal snyk.Refusal) error {
+	switch refusal {
+	case snyk.RefusalNothingToSwitch:
+		return fmt.Errorf("Snyk says there is no provisional token to switch (%s), but Vault never sent this switch before: "+
+			"the token may have been switched outside Vault (Snyk UI) or lost at Snyk; Vault keeps serving the current token and retries. "+
+			"If you switched it yourself, confirm with broker/<name>/<scm>/rotate switched_outside_vault=true: %w", snyk.Answer(err), err)
+	case snyk.RefusalUnknown:
+		return fmt.Errorf("Snyk refused the switch with %s, an answer Vault cannot read: Vault keeps serving the current token and retries: %w", snyk.Answer(err), err)
 	}
-	var ae *snyk.APIError
-	if !errors.As(err, &ae) {
-		return false
-	}
-	return noProvisionalPattern.MatchString(ae.Message)
+	return err
 }
-
-// noProvisionalPattern matches "No provisional token exists …", "no token
-// provisioned", "not provisioned" and the like.
-var noProvisionalPattern = regexp.MustCompile(`(?i)\b(no|not|without|missing)\b.{0,40}\bprovision`)
 
 // walRollback runs for WAL entries that outlived walRollbackMinAge: the
 // process died (or storage failed) between a Snyk call and storing its
@@ -418,9 +581,17 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		}
 		msg = "enabling Broker was interrupted; the integration may now be brokered with a token Vault never stored: write the integration again to adopt it"
 	case walKindSwitch:
-		// The next rotation attempt resolves it: Snyk either still has the
-		// provisional token (the switch is retried) or not (it happened).
-		return nil
+		// The switch was sent (or about to be) and its answer is unknown.
+		// Recording that on the integration lets the next attempt read a
+		// "nothing to switch" answer as "the switch happened"; without the
+		// record the same answer keeps the old token served.
+		if e == nil || e.ProvisionalToken == "" || e.SwitchOutcomeUnknown || e.ProvisionedAt.After(w.StartedAt) {
+			return nil
+		}
+		e.SwitchOutcomeUnknown = true
+		b.log().Warn("a switch-token call was interrupted; its outcome is settled by the next attempt",
+			"name", w.Name, "scm", w.SCM, "integration_id", w.IntegrationID, "started_at", w.StartedAt)
+		return putIntegration(ctx, req.Storage, e)
 	default:
 		return nil
 	}

@@ -63,6 +63,11 @@ type integrationEntry struct {
 	// ProvisionalToken is held between provision-token and switch-token.
 	ProvisionalToken string    `json:"provisional_token,omitempty"`
 	ProvisionedAt    time.Time `json:"provisioned_at,omitempty"`
+	// SwitchOutcomeUnknown: a switch-token call for the held provisional
+	// token was sent and its answer lost (or the operator says it was
+	// switched outside Vault). Only then may Snyk's "nothing to switch" be
+	// read as "already switched".
+	SwitchOutcomeUnknown bool `json:"switch_outcome_unknown,omitempty"`
 	TokenSource      string    `json:"token_source"`
 
 	// Per-integration overrides; zero values inherit the config defaults.

@@ -30,7 +30,7 @@ func pathBroker(b *backend) []*framework.Path {
 				OperationVerb:   "rotate",
 				OperationSuffix: "broker-token",
 			},
-			Fields: pathNameFields,
+			Fields: brokerRotateFields(),
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: forwarded(b.pathBrokerRotate, "Rotate the Broker token now: provision (unless already held) and switch.", nil),
 			},
@@ -208,6 +208,21 @@ func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
 	return ttl
 }
 
+func brokerRotateFields() map[string]*framework.FieldSchema {
+	f := map[string]*framework.FieldSchema{
+		"switched_outside_vault": {
+			Type: framework.TypeBool,
+			Description: "The held provisional token was already switched outside Vault (Snyk UI, switch-token): " +
+				"when Snyk then answers that there is nothing to switch, Vault takes the provisional token as current. " +
+				"Without it, that answer keeps the old token served.",
+		},
+	}
+	for k, v := range pathNameFields {
+		f[k] = v
+	}
+	return f
+}
+
 func (b *backend) pathBrokerRotate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name, kind := d.Get("name").(string), d.Get("scm").(string)
 	if p := checkPathNames(name, kind); p != "" {
@@ -234,12 +249,24 @@ func (b *backend) pathBrokerRotate(ctx context.Context, req *logical.Request, d 
 	if err != nil {
 		return nil, err
 	}
+	if d.Get("switched_outside_vault").(bool) {
+		if e.ProvisionalToken == "" {
+			return logical.ErrorResponse("switched_outside_vault applies only while a provisional token is held (rotation_state provisioned or switch_pending); this integration holds none"), nil
+		}
+		// The operator's word stands where a lost answer would: a "nothing
+		// to switch" answer now means the switch happened.
+		e.SwitchOutcomeUnknown = true
+	}
 	if err := b.rotateNow(ctx, req.Storage, client, cfg, e); err != nil {
 		var busy errLaneBusy
 		if errors.As(err, &busy) {
 			return logical.ErrorResponse(busy.Error()), nil
 		}
-		if resp, callerErr := snykCallerError(err, e, "rotating the Broker token"); resp != nil {
+		op := snyk.OpProvision
+		if e.ProvisionalToken != "" {
+			op = snyk.OpSwitch
+		}
+		if resp, callerErr := snykCallerError(err, e, op, "rotating the Broker token"); resp != nil {
 			return resp, nil
 		} else if snyk.StatusOf(err) == 0 {
 			return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +80,14 @@ func integrationFields() map[string]*framework.FieldSchema {
 			Type:         framework.TypeString,
 			Description:  "Import an existing Broker token (UUID) instead of having one issued. Write-only.",
 			DisplayAttrs: &framework.DisplayAttributes{Name: "Broker token", Sensitive: true},
+		},
+		"broker_token_source": {
+			Type: framework.TypeString,
+			Description: "On create only, how Vault obtains the Broker token when broker_token is not given: " +
+				"auto (default: ask Snyk for a provisional token, and enable Broker only if Snyk answers that the integration is not brokered), " +
+				"enable (the integration is not brokered yet: enable Broker, never provision), " +
+				"adopt (it is already brokered: obtain a provisional token, never enable Broker). Write-only.",
+			AllowedValues: []interface{}{tokenSourceAuto, tokenSourceEnable, tokenSourceAdopt},
 		},
 		"skip_scm_validation": {
 			Type:        framework.TypeBool,
@@ -307,7 +316,7 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 	}
 
 	if existing == nil {
-		resp, err := b.createIntegration(ctx, req.Storage, cfg, &e, in.brokerToken)
+		resp, err := b.createIntegration(ctx, req.Storage, cfg, &e, in)
 		if resp != nil {
 			resp.Warnings = append(warnings, resp.Warnings...)
 		}
@@ -343,6 +352,7 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 // integrationInput is what a write asked for beyond the stored fields.
 type integrationInput struct {
 	brokerToken     string
+	tokenSource     string
 	scmChanged      bool
 	scheduleChanged bool
 }
@@ -476,6 +486,19 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 			problems = append(problems, "broker_token must be a Snyk Broker token: a UUID such as 4a18d42f-0706-4ad0-b127-24078731fbed")
 		} else {
 			in.brokerToken = strings.ToLower(v)
+		}
+	}
+
+	if v, ok := str("broker_token_source"); ok && v != "" {
+		switch {
+		case !creating:
+			problems = append(problems, "broker_token_source applies only when the integration is created: drop it (to replace the token, rotate with broker/<name>/<scm>/rotate or import one with broker_token)")
+		case !slices.Contains(tokenSources, v):
+			problems = append(problems, fmt.Sprintf("broker_token_source must be one of %s, got %q", strings.Join(tokenSources, ", "), v))
+		case in.brokerToken != "" && v != tokenSourceAuto:
+			problems = append(problems, "broker_token imports a token, so broker_token_source="+v+" cannot apply: send one of them")
+		default:
+			in.tokenSource = v
 		}
 	}
 

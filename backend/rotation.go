@@ -702,7 +702,7 @@ func (m *rotationManager) recordFailure(ctx context.Context, s logical.Storage, 
 		m.mu.Unlock()
 		e.RetryAt = now.Add(rateLimitPause)
 		msg = fmt.Sprintf("Snyk rate limit (429): background rotations paused until %s", e.RetryAt.Format(time.RFC3339))
-	case e.ProvisionalToken == "" && snyk.IsProvisionalConflict(err):
+	case e.ProvisionalToken == "" && snyk.Classify(snyk.OpProvision, err) == snyk.RefusalProvisionalConflict:
 		e.Failures++
 		e.RetryAt = now.Add(blockedGroupBackoff)
 		msg = fmt.Sprintf("BLOCKED: Snyk refuses a new provisional token because one already exists in the org's group and Vault does not hold it "+
@@ -716,6 +716,15 @@ func (m *rotationManager) recordFailure(ctx context.Context, s logical.Storage, 
 			step = "switch"
 		}
 		msg = fmt.Sprintf("%s failed (attempt %d, next at %s): %v", step, e.Failures, e.RetryAt.Format(time.RFC3339), err)
+		if e.ProvisionalToken == "" {
+			switch snyk.Classify(snyk.OpProvision, err) {
+			case snyk.RefusalNotBrokered:
+				msg += "; Snyk says the integration is not brokered: Broker may have been disabled outside Vault, and Vault never enables it during a rotation " +
+					"(delete and create the integration in Vault to enable Broker again)"
+			case snyk.RefusalUnknown:
+				msg += "; Vault cannot read this answer (Snyk documents none for provision-token), so it obtained nothing and retries"
+			}
+		}
 	}
 	e.LastRotationError = now.Format(time.RFC3339) + ": " + msg
 	if perr := putIntegration(context.WithoutCancel(ctx), s, e); perr != nil {

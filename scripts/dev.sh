@@ -46,8 +46,10 @@ start() {
   rm -rf "$dev"
   mkdir -p "$dev/plugins" "$dev/vault-data" "$dev/sim"
 
-  echo "==> starting the simulator (fake Snyk API and SCMs over TLS)"
-  "$bin/snyk-sim" -dir "$dev/sim" >"$dev/sim.log" 2>&1 &
+  # SIM_PROFILE picks how the fake answers the refusals Snyk does not
+  # document (snyk-sim -list-profiles), e.g. SIM_PROFILE=status-409-wording-1.
+  echo "==> starting the simulator (fake Snyk API and SCMs over TLS, profile ${SIM_PROFILE:-default})"
+  "$bin/snyk-sim" -dir "$dev/sim" -profile "${SIM_PROFILE:-default}" >"$dev/sim.log" 2>&1 &
   echo $! >"$dev/sim.pid"
   wait_for 20 test -f "$dev/sim/sim.env" || { cat "$dev/sim.log"; exit 1; }
   # shellcheck disable=SC1091

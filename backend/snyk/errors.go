@@ -35,42 +35,6 @@ func StatusOf(err error) int {
 	return 0
 }
 
-// IsProvisionalConflict reports whether provision-token failed because a
-// provisional token already exists in the Snyk group. Snyk does not document
-// the status, so besides 409 any 4xx that says so counts.
-func IsProvisionalConflict(err error) bool {
-	var ae *APIError
-	if !errors.As(err, &ae) {
-		return false
-	}
-	if ae.Status == http.StatusConflict {
-		return true
-	}
-	if ae.Status < 400 || ae.Status > 499 {
-		return false
-	}
-	m := strings.ToLower(ae.Message)
-	// "already" is what separates "a provisional token already exists" from
-	// switch-token's "no provisional token exists".
-	return strings.Contains(m, "provision") && strings.Contains(m, "already")
-}
-
-// IsNotBrokered reports whether provision-token or switch-token failed
-// because the integration does not have Broker enabled.
-func IsNotBrokered(err error) bool {
-	var ae *APIError
-	if !errors.As(err, &ae) {
-		return false
-	}
-	if ae.Status != http.StatusBadRequest && ae.Status != http.StatusUnprocessableEntity {
-		return false
-	}
-	if IsProvisionalConflict(err) {
-		return false
-	}
-	return strings.Contains(strings.ToLower(ae.Message), "broker")
-}
-
 // maxMessage keeps a pathological upstream message from flooding Vault's
 // responses and audit log.
 const maxMessage = 500

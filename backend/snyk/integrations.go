@@ -134,7 +134,11 @@ func (c *Client) EnableBroker(ctx context.Context, orgID, integrationID, typ str
 		Broker brokerSettings `json:"broker"`
 	}{Type: typ, Broker: brokerSettings{Enabled: true}}
 	var out integrationResponse
-	rq, err := c.v1(ctx, http.MethodPut, "/org/"+seg(orgID)+"/integrations/"+seg(integrationID), true, in, &out)
+	// Not idempotent in effect: a first PUT may mint the integration's Broker
+	// token, and a repeat after a lost answer could mint another (what Snyk
+	// does on an already-brokered integration is undocumented). So a timeout
+	// or a 5xx after sending is an unknown outcome, never retried.
+	rq, err := c.v1(ctx, http.MethodPut, "/org/"+seg(orgID)+"/integrations/"+seg(integrationID), false, in, &out)
 	if err != nil {
 		return Integration{}, err
 	}

@@ -187,14 +187,14 @@ func TestProvisionConflictInGroup(t *testing.T) {
 			e.secret(p)
 			// Another integration of the same group, not sharing the token.
 			_, err = e.client.ProvisionToken(ctx, orgA2, a2)
-			if !snyk.IsProvisionalConflict(err) || snyk.IsNotBrokered(err) {
+			if snyk.Classify(snyk.OpProvision, err) != snyk.RefusalProvisionalConflict {
 				t.Fatalf("want a provisional conflict, got %v", err)
 			}
 			if status != 0 && snyk.StatusOf(err) != status {
 				t.Fatalf("status %d", snyk.StatusOf(err))
 			}
 			// The same integration again.
-			if _, err = e.client.ProvisionToken(ctx, orgA1, a1); !snyk.IsProvisionalConflict(err) {
+			if _, err = e.client.ProvisionToken(ctx, orgA1, a1); snyk.Classify(snyk.OpProvision, err) != snyk.RefusalProvisionalConflict {
 				t.Fatalf("want a provisional conflict, got %v", err)
 			}
 			e.noLeak(err)
@@ -252,7 +252,7 @@ func TestSwitchSemanticsWithClones(t *testing.T) {
 	if e.fake.ProvisionalToken(id1) != p || e.fake.GroupProvisionalHolder(groupA) != id2 {
 		t.Fatal("the provisional token is not shared")
 	}
-	if _, err := e.client.ProvisionToken(ctx, orgA1, id1); !snyk.IsProvisionalConflict(err) {
+	if _, err := e.client.ProvisionToken(ctx, orgA1, id1); snyk.Classify(snyk.OpProvision, err) != snyk.RefusalProvisionalConflict {
 		t.Fatalf("want conflict, got %v", err)
 	}
 
@@ -271,7 +271,7 @@ func TestSwitchSemanticsWithClones(t *testing.T) {
 
 	// Nothing left to switch to.
 	err = e.client.SwitchToken(ctx, orgA2, id2)
-	if snyk.StatusOf(err) != 400 || snyk.IsProvisionalConflict(err) || snyk.IsNotBrokered(err) {
+	if snyk.StatusOf(err) != 400 || snyk.Classify(snyk.OpSwitch, err) != snyk.RefusalNothingToSwitch {
 		t.Fatalf("switch without provisional: %v", err)
 	}
 
@@ -313,54 +313,18 @@ func TestNotBrokered(t *testing.T) {
 				t.Fatal("fake integration should not be brokered")
 			}
 			_, err := e.client.ProvisionToken(ctx, orgA1, id)
-			if !snyk.IsNotBrokered(err) || snyk.IsProvisionalConflict(err) {
+			if snyk.Classify(snyk.OpProvision, err) != snyk.RefusalNotBrokered {
 				t.Fatalf("provision: %v", err)
 			}
 			if !strings.Contains(err.Error(), "Integration "+id+" is not brokered") {
 				t.Fatalf("message: %v", err)
 			}
-			if err := e.client.SwitchToken(ctx, orgA1, id); !snyk.IsNotBrokered(err) {
+			if err := e.client.SwitchToken(ctx, orgA1, id); snyk.Classify(snyk.OpSwitch, err) != snyk.RefusalNotBrokered {
 				t.Fatalf("switch: %v", err)
 			}
 			if e.fake.GroupProvisionalHolder(groupA) != "" {
 				t.Fatal("a provisional token was minted")
 			}
 		})
-	}
-}
-
-func TestErrorClassifiers(t *testing.T) {
-	cases := []struct {
-		status      int
-		msg         string
-		conflict    bool
-		notBrokered bool
-	}{
-		{409, "Conflict", true, false},
-		{400, "A provisional token already exists for this group", true, false},
-		{422, "Integration already has a provisioned token", true, false},
-		{400, "A provisional broker token has already been provisioned in this group", true, false},
-		{400, "Integration 1234 is not brokered", false, true},
-		{422, "Broker is not enabled for this integration", false, true},
-		{400, "No provisional token exists for integration 1234", false, false},
-		{403, "Integration is not brokered", false, false},
-		{500, "A provisional token already exists", false, false},
-		{404, "Org was not found", false, false},
-	}
-	for _, c := range cases {
-		err := fmt.Errorf("rotating: %w", &snyk.APIError{Status: c.status, Message: c.msg, Method: "POST", Path: "/x"})
-		if got := snyk.IsProvisionalConflict(err); got != c.conflict {
-			t.Errorf("IsProvisionalConflict(%d %q) = %v", c.status, c.msg, got)
-		}
-		if got := snyk.IsNotBrokered(err); got != c.notBrokered {
-			t.Errorf("IsNotBrokered(%d %q) = %v", c.status, c.msg, got)
-		}
-		if snyk.StatusOf(err) != c.status {
-			t.Errorf("StatusOf: %d", snyk.StatusOf(err))
-		}
-	}
-	plain := fmt.Errorf("boom")
-	if snyk.IsProvisionalConflict(plain) || snyk.IsNotBrokered(plain) || snyk.StatusOf(plain) != 0 || snyk.StatusOf(nil) != 0 {
-		t.Error("non-API errors must classify as nothing")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk/snyktest"
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/tlstest"
 )
 
@@ -37,14 +39,25 @@ func main() {
 	rateLimit := flag.Int("rate-limit", 0, "Snyk requests allowed per -rate-window before 429s (0 = unlimited)")
 	rateWindow := flag.Duration("rate-window", time.Minute, "Snyk rate-limit window")
 	retryAfter := flag.Bool("retry-after", true, "send Retry-After on rate-limit 429s")
+	profile := flag.String("profile", "default", "how the fake Snyk answers the calls whose failures Snyk does not document: "+
+		"default, or one of -list-profiles")
+	listProfiles := flag.Bool("list-profiles", false, "print the behaviour profiles and exit")
 	flag.Parse()
 
-	if err := run(*dir, *host, *snykPort, *adminPort, *latency, *rateLimit, *rateWindow, *retryAfter); err != nil {
+	if *listProfiles {
+		printProfiles(os.Stdout)
+		return
+	}
+	p, ok := snyktest.ProfileNamed(*profile)
+	if !ok {
+		log.Fatalf("snyk-sim: unknown -profile %q (see -list-profiles)", *profile)
+	}
+	if err := run(*dir, *host, *snykPort, *adminPort, *latency, *rateLimit, *rateWindow, *retryAfter, p); err != nil {
 		log.Fatalf("snyk-sim: %v", err)
 	}
 }
 
-func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateLimit int, rateWindow time.Duration, retryAfter bool) error {
+func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateLimit int, rateWindow time.Duration, retryAfter bool, profile snyktest.Profile) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -62,7 +75,7 @@ func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateL
 	}
 
 	w := newWorld()
-	w.configure(latency, rateLimit, rateWindow, retryAfter)
+	w.configure(latency, rateLimit, rateWindow, retryAfter, profile)
 
 	info := w.info
 	info.CACertFile = caPath
@@ -172,4 +185,18 @@ func writeEnvFile(path string, info Info) error {
 		fmt.Fprintf(&b, "SIM_%s='%s'\n", strings.ToUpper(k), v)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// printProfiles lists the behaviour profiles with the answers they give.
+func printProfiles(out io.Writer) {
+	fmt.Fprintln(out, "default: the fake's defaults (400/409 refusals with its own wording; enabling a brokered integration returns its token)")
+	for _, p := range snyktest.Profiles() {
+		b := p.Behaviour
+		if b.EnableOnBrokered != snyktest.EnableError {
+			fmt.Fprintf(out, "%s: enabling Broker on a brokered integration succeeds (%s)\n", p.Name, b.EnableOnBrokered)
+			continue
+		}
+		fmt.Fprintf(out, "%s: every refusal is HTTP %d; not brokered %q; provisional conflict %q; nothing to switch %q; already brokered %q\n",
+			p.Name, b.NotBrokeredStatus, b.NotBrokeredMessage, b.ProvisionConflictMessage, b.SwitchWithoutProvisionalMessage, b.EnableOnBrokeredMessage)
+	}
 }

@@ -48,6 +48,8 @@ type Info struct {
 	AzureURL     string `json:"azure_url"`
 	BitbucketURL string `json:"bitbucket_url"`
 	AdminURL     string `json:"admin_url"`
+	// Profile names how the fake answers Snyk's undocumented refusals.
+	Profile string `json:"profile"`
 
 	APIToken     string            `json:"api_token"`
 	ClientID     string            `json:"client_id"`
@@ -79,6 +81,9 @@ type world struct {
 	azure     *scmtest.Azure
 	bitbucket *scmtest.Bitbucket
 	orgIDs    []string
+
+	behaviour    snyktest.Behaviour
+	behaviourSet bool
 }
 
 func newWorld() *world {
@@ -140,13 +145,27 @@ func (w *world) rememberOrg(id string) {
 	w.orgIDs = append(w.orgIDs, id)
 }
 
-func (w *world) configure(latency time.Duration, rateLimit int, rateWindow time.Duration, retryAfter bool) {
+func (w *world) configure(latency time.Duration, rateLimit int, rateWindow time.Duration, retryAfter bool, profile snyktest.Profile) {
 	for _, inj := range w.injectors() {
 		inj.SetLatency(latency)
 	}
+	b := profile.Behaviour
 	if rateLimit > 0 {
-		w.snyk.SetBehaviour(snyktest.Behaviour{RateLimitWindow: rateWindow, RateLimitPerWindow: rateLimit, RateLimitRetryAfter: retryAfter})
+		b.RateLimitWindow, b.RateLimitPerWindow, b.RateLimitRetryAfter = rateWindow, rateLimit, retryAfter
 	}
+	w.setBehaviour(profile.Name, b)
+}
+
+// setBehaviour switches the fake Snyk's answers, keeping the rate limit.
+func (w *world) setBehaviour(profile string, b snyktest.Behaviour) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.behaviourSet {
+		b.RateLimitWindow, b.RateLimitPerWindow, b.RateLimitRetryAfter = w.behaviour.RateLimitWindow, w.behaviour.RateLimitPerWindow, w.behaviour.RateLimitRetryAfter
+	}
+	w.behaviour, w.behaviourSet = b, true
+	w.info.Profile = profile
+	w.snyk.SetBehaviour(b)
 }
 
 func (w *world) injectors() map[string]*fault.Injector {
@@ -208,6 +227,7 @@ func (w *world) state() []integrationState {
 //	POST /faults                    {"target","route","status","retry_after","times","delay_ms","after_handler"}
 //	POST /faults/clear              {"target"} ("" = all)
 //	POST /latency                   {"target","ms"}
+//	POST /profile                   {"name"}: answer the undocumented refusals as that profile does
 func (w *world) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /info", func(rw http.ResponseWriter, _ *http.Request) {
@@ -299,6 +319,19 @@ func (w *world) adminHandler() http.Handler {
 				inj.Clear()
 			}
 		}
+		rw.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /profile", func(rw http.ResponseWriter, r *http.Request) {
+		var in struct{ Name string }
+		if !decode(rw, r, &in) {
+			return
+		}
+		p, ok := snyktest.ProfileNamed(in.Name)
+		if !ok {
+			http.Error(rw, "unknown profile (snyk-sim -list-profiles lists them)", http.StatusBadRequest)
+			return
+		}
+		w.setBehaviour(p.Name, p.Behaviour)
 		rw.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("POST /latency", func(rw http.ResponseWriter, r *http.Request) {

@@ -73,6 +73,8 @@ type Server struct {
 	groupProvisional map[string]string      // lane -> token-group key
 	behaviour        Behaviour
 	limiter          rateLimiter
+	minted           []string // every Broker token issued, in order
+	switches         int      // successful switch-token calls
 }
 
 type accessToken struct {

@@ -160,7 +160,49 @@ func (s *Server) TokenIsProvisional(tok string) bool {
 	return false
 }
 
+// Minted returns every Broker token the fake issued (enabled, provisioned or
+// replaced), oldest first: a test can check that each one is held somewhere.
+func (s *Server) Minted() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.minted...)
+}
+
+// Switches returns how many switch-token calls succeeded.
+func (s *Server) Switches() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.switches
+}
+
+// SwitchOutsideVault makes the provisional token of the integration's token
+// group current, as the Snyk UI's switch would. It reports whether there was
+// one.
+func (s *Server) SwitchOutsideVault(integrationID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.integrations[integrationID]
+	if in == nil {
+		return false
+	}
+	tg := s.tokens[in.tokenKey]
+	if tg.provisional == "" {
+		return false
+	}
+	tg.current, tg.provisional, tg.provisionedBy = tg.provisional, "", ""
+	delete(s.groupProvisional, tg.lane)
+	s.switches++
+	return true
+}
+
 // The helpers below expect s.mu to be held.
+
+// mint issues a new Broker token and remembers it.
+func (s *Server) mint() string {
+	t := newToken()
+	s.minted = append(s.minted, t)
+	return t
+}
 
 func (s *Server) newIntegration(o *org, typ string) *integration {
 	in := &integration{
@@ -199,7 +241,7 @@ func (s *Server) enableBroker(in *integration) string {
 	in.brokered = true
 	tg := s.tokens[in.tokenKey]
 	if tg.current == "" {
-		tg.current = newToken()
+		tg.current = s.mint()
 	}
 	return tg.current
 }

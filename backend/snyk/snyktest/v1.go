@@ -175,9 +175,9 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		tg := s.tokens[in.tokenKey]
 		switch s.behaviour.EnableOnBrokered {
 		case EnableNewToken:
-			tg.current = newToken()
+			tg.current = s.mint()
 		case EnableError:
-			v1Error(w, http.StatusConflict, fmt.Sprintf("Integration %s is already brokered.", in.id))
+			v1Error(w, s.behaviour.EnableOnBrokeredStatus, refusalMessage(s.behaviour.EnableOnBrokeredMessage, in.id))
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"id": in.id, "brokerToken": tg.current})
@@ -208,7 +208,7 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) notBrokered(w http.ResponseWriter, in *integration) {
-	v1Error(w, s.behaviour.NotBrokeredStatus, fmt.Sprintf("Integration %s is not brokered", in.id))
+	v1Error(w, s.behaviour.NotBrokeredStatus, refusalMessage(s.behaviour.NotBrokeredMessage, in.id))
 }
 
 // brokeredTokens finds the request's integration and its token group, or
@@ -234,11 +234,10 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.groupProvisional[tg.lane] != "" {
-		v1Error(w, s.behaviour.ProvisionConflictStatus,
-			"A provisional token has already been provisioned for this integration or another integration in the same group.")
+		v1Error(w, s.behaviour.ProvisionConflictStatus, refusalMessage(s.behaviour.ProvisionConflictMessage, in.id))
 		return
 	}
-	tg.provisional = newToken()
+	tg.provisional = s.mint()
 	tg.provisionedBy = in.id
 	s.groupProvisional[tg.lane] = in.tokenKey
 	writeJSON(w, http.StatusOK, map[string]string{"id": in.id, "provisionalBrokerToken": tg.provisional})
@@ -252,14 +251,12 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if tg.provisional == "" {
-		// Worded without "broker" or "already" so that clients can tell it
-		// from the not-brokered and provisional-conflict failures.
-		v1Error(w, s.behaviour.SwitchWithoutProvisionalStatus,
-			fmt.Sprintf("No provisional token exists for integration %s or any integration sharing its token.", in.id))
+		v1Error(w, s.behaviour.SwitchWithoutProvisionalStatus, refusalMessage(s.behaviour.SwitchWithoutProvisionalMessage, in.id))
 		return
 	}
 	tg.current, tg.provisional, tg.provisionedBy = tg.provisional, "", ""
 	delete(s.groupProvisional, tg.lane)
+	s.switches++
 	w.WriteHeader(http.StatusOK)
 }
 
