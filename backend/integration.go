@@ -67,8 +67,8 @@ type integrationEntry struct {
 	// token was sent and its answer lost (or the operator says it was
 	// switched outside Vault). Only then may Snyk's "nothing to switch" be
 	// read as "already switched".
-	SwitchOutcomeUnknown bool `json:"switch_outcome_unknown,omitempty"`
-	TokenSource      string    `json:"token_source"`
+	SwitchOutcomeUnknown bool   `json:"switch_outcome_unknown,omitempty"`
+	TokenSource          string `json:"token_source"`
 
 	// Per-integration overrides; zero values inherit the config defaults.
 	TTL                      time.Duration `json:"ttl,omitempty"`

@@ -326,9 +326,23 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 		return resp, err
 	}
 
+	switchedByImport := false
 	if in.brokerToken != "" {
 		e.CurrentToken = in.brokerToken
 		e.TokenSource = sourceImported
+		if in.brokerToken == e.ProvisionalToken {
+			// The operator says the held provisional token is now current: a
+			// switch made outside Vault, or one whose answer Vault could not
+			// read. The rotation is complete; the schedule restarts from now.
+			switchedByImport = true
+			e.ProvisionalToken, e.ProvisionedAt, e.SwitchOutcomeUnknown = "", time.Time{}, false
+			e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
+			e.LastVaultRotation = now
+			if e.NextVaultRotation, err = e.policy(cfg).nextRotation(now); err != nil {
+				return nil, err
+			}
+			in.scheduleChanged = false
+		}
 		if e.ProvisionalToken == "" {
 			e.RotationState = stateActive
 		}
@@ -344,6 +358,9 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 	}
 	if err := putIntegration(ctx, req.Storage, &e); err != nil {
 		return nil, err
+	}
+	if switchedByImport {
+		b.rotation.releaseSlot(laneKey(&e), queueKey(name, kind))
 	}
 	b.rotation.schedule(&e, cfg)
 	return &logical.Response{Data: e.statusData(cfg), Warnings: warnings}, nil

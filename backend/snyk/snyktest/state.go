@@ -195,6 +195,35 @@ func (s *Server) SwitchOutsideVault(integrationID string) bool {
 	return true
 }
 
+// ProvisionOutsideVault issues a provisional token for the integration, as
+// someone using Snyk's UI or API directly would, and returns it ("" when the
+// integration is not brokered or its group already holds one).
+func (s *Server) ProvisionOutsideVault(integrationID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.integrations[integrationID]
+	if in == nil || !in.brokered {
+		return ""
+	}
+	tg := s.tokens[in.tokenKey]
+	if s.groupProvisional[tg.lane] != "" {
+		return ""
+	}
+	tg.provisional, tg.provisionedBy = s.mint(), in.id
+	s.groupProvisional[tg.lane] = in.tokenKey
+	return tg.provisional
+}
+
+// DisableBrokerOutsideVault turns Broker off on the integration, as an admin
+// in Snyk's UI might.
+func (s *Server) DisableBrokerOutsideVault(integrationID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in := s.integrations[integrationID]; in != nil && in.brokered {
+		s.disableBroker(in)
+	}
+}
+
 // The helpers below expect s.mu to be held.
 
 // mint issues a new Broker token and remembers it.
