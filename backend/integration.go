@@ -333,6 +333,7 @@ func (e *integrationEntry) statusData(cfg *snykConfig) map[string]interface{} {
 	if e.ProvisionalToken != "" {
 		d["next_broker_token_fingerprint"] = fingerprint(e.ProvisionalToken)
 		d["next_switch_at"] = timeOrNil(e.NextVaultRotation)
+		d["switch_outcome_unknown"] = e.SwitchOutcomeUnknown
 	}
 	return d
 }

@@ -320,6 +320,11 @@ provisional token is already held, which is then used) and switch to it.
 Broker clients pick the new token up at their next re-read (within ttl).
 Like a database static role's manual rotation it restarts the schedule.
 
+switched_outside_vault=true: the held provisional token was already switched
+outside Vault (Snyk UI); Snyk's "nothing to switch" answer is then taken as
+done. Without it that answer keeps the old token served, because Vault cannot
+tell who switched what.
+
   vault write -f snyk/broker/payments/github/rotate
 `
 

@@ -200,6 +200,7 @@ var integrationResponseFields = map[string]*framework.FieldSchema{
 	"scm_validated_at":         {Type: framework.TypeTime},
 	"broker_token_fingerprint": {Type: framework.TypeString},
 	"token_source":             {Type: framework.TypeString},
+	"switch_outcome_unknown":   {Type: framework.TypeBool, Description: "while a provisional token is held: a switch of it was sent and its answer lost"},
 	"ttl":                      {Type: framework.TypeDurationSecond},
 	"rotation_period":          {Type: framework.TypeDurationSecond},
 	"rotation_schedule":        {Type: framework.TypeString},
@@ -610,8 +611,16 @@ On create the engine
      provisional token ("adoption": served at once, rotation_state
      "provisioned", switched at the next scheduled switch or by
      broker/<name>/<scm>/rotate).
+Snyk documents neither the status nor the words of its refusals, so Vault
+reads the words; when it cannot tell what Snyk meant it stops with a 400 that
+quotes Snyk's answer. Say what you know with broker_token_source:
+  auto    (default) ask for a provisional token; enable Broker only when Snyk
+          answers that the integration is not brokered
+  enable  the integration is not brokered yet: enable Broker, never provision
+  adopt   it is already brokered: obtain a provisional token, never enable
 A token Snyk returns is stored before anything else happens; on any failure
-nothing is stored.
+nothing is stored. On an update, broker_token=<the held provisional token>
+records that it was switched outside Vault.
 
 Per-integration overrides: ttl, rotation_period xor rotation_schedule (cron,
 UTC), rotation_window (schedule only, >= 1h), provision_ahead,
