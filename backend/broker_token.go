@@ -59,10 +59,23 @@ func (b *backend) deleteWAL(ctx context.Context, s logical.Storage, id string) {
 	}
 }
 
-// persistObtained stores e right after Snyk returned a token. Storage
-// hiccups are retried because the alternative is losing a token that can
-// never be fetched again.
-func (b *backend) persistObtained(ctx context.Context, s logical.Storage, e *integrationEntry) error {
+// errNotStored: Snyk returned a result (a token, a switch) that could not be
+// stored. The entry given to the step holds it in memory.
+type errNotStored struct {
+	step string // a WAL kind: which call's result
+	err  error
+}
+
+func (e *errNotStored) Error() string {
+	return fmt.Sprintf("storing the result of %s failed: %v", e.step, e.err)
+}
+
+func (e *errNotStored) Unwrap() error { return e.err }
+
+// persistObtained stores e right after Snyk returned the result of step.
+// Storage hiccups are retried because the alternative is losing a token that
+// can never be fetched again.
+func (b *backend) persistObtained(ctx context.Context, s logical.Storage, step string, e *integrationEntry) error {
 	// The caller giving up (a client disconnect, Vault's request deadline,
 	// unmount) must not drop a token Snyk will never show again.
 	ctx = context.WithoutCancel(ctx)
@@ -75,9 +88,9 @@ func (b *backend) persistObtained(ctx context.Context, s logical.Storage, e *int
 			break
 		}
 	}
-	b.log().Error("a Broker token obtained from Snyk could not be stored; the integration must be adopted again",
+	b.log().Error("a result obtained from Snyk could not be stored", "step", step,
 		"name", e.Name, "scm", e.SCM, "integration_id", e.IntegrationID, "error", err)
-	return fmt.Errorf("storing the Broker token Snyk returned: %w", err)
+	return &errNotStored{step: step, err: err}
 }
 
 // How a create obtains the Broker token, as the operator may say with
@@ -121,7 +134,7 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		id, found, err := b.findIntegration(ctx, client, e)
 		switch {
 		case err != nil:
-			return snykCallerError(err, e, snyk.OpLookup, "looking up the org's "+e.SCM+" integration")
+			return createCallerError(err, e, snyk.OpLookup, "looking up the org's "+e.SCM+" integration")
 		case found:
 			e.IntegrationID = id
 		case in.brokerToken != "":
@@ -178,42 +191,16 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		return withWarnings(resp, warnings), err
 	}
 
-	// The org's Snyk group decides which rotations must be serialized with
-	// this one; while it is unknown the integration shares the mount-wide
-	// lane, which excludes every other.
-	if _, err := b.rotation.resolveLane(ctx, s, client, cfg, e, false); err != nil {
-		b.log().Debug("org group look-up deferred", "org_id", e.OrgID, "error", err)
-	}
-	key := queueKey(e.Name, e.SCM)
-	laneName := laneKey(e)
-	lane := b.rotation.lane(laneName)
-	lane.busy.Lock()
-	defer lane.busy.Unlock()
-	// Reserve the group's provisional slot for an adoption; when another
-	// integration Vault manages holds it, Snyk will refuse a provisional
-	// token (or answer "not brokered", which needs no slot).
-	_, slotHolder := b.rotation.reserveSlot(laneName, key)
-
 	// Provision first: on an already-brokered integration it yields a
 	// provisional token (adoption); on a not-yet-brokered one Snyk refuses
 	// it, and only then is Broker enabled. Enabling Broker on an already-
 	// brokered integration is undocumented and could mint a token that
-	// breaks the clients running today, so it is never tried first.
-	walID, err := b.putWAL(ctx, s, walKindProvision, e)
-	if err != nil {
-		return nil, err
-	}
-	provisional, err := client.ProvisionToken(ctx, e.OrgID, e.IntegrationID)
+	// breaks the clients running today, so it is never tried first. The
+	// fields below are stored only together with a token.
+	e.RotationState = stateProvisioned
+	startSchedule(sourceAdopted)
+	result, err := b.rotation.obtainProvisional(ctx, s, client, cfg, e, provisionAdoption)
 	if err == nil {
-		e.ProvisionalToken = provisional
-		e.ProvisionedAt = now
-		e.RotationState = stateProvisioned
-		startSchedule(sourceAdopted)
-		if err := b.persistObtained(ctx, s, e); err != nil {
-			return nil, err
-		}
-		b.deleteWAL(ctx, s, walID)
-		b.rotation.claimLane(e)
 		b.log().Info("adopted an already-brokered integration with a provisional token",
 			"name", e.Name, "scm", e.SCM, "integration_id", e.IntegrationID, "switch_at", e.NextVaultRotation)
 		return &logical.Response{
@@ -224,20 +211,20 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 				e.NextVaultRotation.Format(time.RFC3339), e.Name, e.SCM)),
 		}, nil
 	}
-	if slotHolder == "" {
-		b.rotation.releaseUnlessUnknown(laneName, key, err)
-	}
 	if errors.Is(err, httpx.ErrOutcomeUnknown) {
-		// Keep the WAL: Snyk may have issued a provisional token.
+		// The WAL entry stays: Snyk may have issued a provisional token.
 		return nil, fmt.Errorf("provisioning a Broker token: %w", err)
 	}
-	b.deleteWAL(ctx, s, walID)
+	var notStored *errNotStored
+	if errors.As(err, &notStored) {
+		return nil, err
+	}
 	refusal := snyk.Classify(snyk.OpProvision, err)
 	switch {
-	case refusal == snyk.RefusalProvisionalConflict && slotHolder != "":
+	case refusal == snyk.RefusalProvisionalConflict && result.Holder != "":
 		return logical.ErrorResponse(fmt.Sprintf(
 			"the integration is already brokered, and Snyk refuses a provisional token for it while integration %s (managed by this mount) holds its group's only one: "+
-				"create this integration again after that one's switch (or rotate it now with broker/%s/rotate)", slotHolder, slotHolder)), nil
+				"create this integration again after that one's switch (or rotate it now with broker/%s/rotate)", result.Holder, result.Holder)), nil
 	case refusal == snyk.RefusalNotBrokered && source == tokenSourceAdopt:
 		return logical.ErrorResponse(fmt.Sprintf(
 			"broker_token_source=adopt, but Snyk refused a provisional token because the integration is not brokered (Snyk said %s): "+
@@ -246,7 +233,7 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 		resp, err := b.enableBroker(ctx, s, client, cfg, e, source, snyk.Answer(err), startSchedule)
 		return withWarnings(resp, warnings), err
 	}
-	return snykCallerError(err, e, snyk.OpProvision, "provisioning a Broker token")
+	return createCallerError(err, e, snyk.OpProvision, "provisioning a Broker token")
 }
 
 // enableBroker enables Broker on the integration and stores the token Snyk
@@ -283,7 +270,7 @@ func (b *backend) enableBroker(ctx context.Context, s logical.Storage, client *s
 					"use broker_token_source=adopt (Vault obtains a provisional token and switches to it) or import its token with broker_token=<uuid>",
 				snyk.Answer(err))), nil
 		}
-		return snykCallerError(err, e, snyk.OpEnable, "enabling Broker on the integration")
+		return createCallerError(err, e, snyk.OpEnable, "enabling Broker on the integration")
 	}
 	if integ.BrokerToken == "" {
 		b.deleteWAL(ctx, s, walID)
@@ -292,7 +279,7 @@ func (b *backend) enableBroker(ctx context.Context, s logical.Storage, client *s
 	e.CurrentToken = integ.BrokerToken
 	e.RotationState = stateActive
 	startSchedule(sourceEnabled)
-	if err := b.persistObtained(ctx, s, e); err != nil {
+	if err := b.persistObtained(ctx, s, walKindEnable, e); err != nil {
 		return nil, err
 	}
 	b.deleteWAL(ctx, s, walID)
@@ -371,7 +358,7 @@ func (b *backend) addBrokeredIntegration(ctx context.Context, s logical.Storage,
 		if !errors.Is(err, httpx.ErrOutcomeUnknown) {
 			b.deleteWAL(ctx, s, walID)
 		}
-		return snykCallerError(err, e, snyk.OpEnable, "creating a brokered "+e.SCM+" integration")
+		return createCallerError(err, e, snyk.OpEnable, "creating a brokered "+e.SCM+" integration")
 	}
 	if integ.BrokerToken == "" || integ.ID == "" {
 		b.deleteWAL(ctx, s, walID)
@@ -383,7 +370,7 @@ func (b *backend) addBrokeredIntegration(ctx context.Context, s logical.Storage,
 	e.TokenSource = sourceEnabled
 	e.LastVaultRotation = now
 	e.NextVaultRotation = next
-	if err := b.persistObtained(ctx, s, e); err != nil {
+	if err := b.persistObtained(ctx, s, walKindEnable, e); err != nil {
 		return nil, err
 	}
 	b.deleteWAL(ctx, s, walID)
@@ -396,6 +383,16 @@ func (b *backend) addBrokeredIntegration(ctx context.Context, s logical.Storage,
 // blocked by a provisional token, an answer Vault cannot read), and into a
 // fault otherwise (5xx, rate limiting that outlasted the retries, transport).
 func snykCallerError(err error, e *integrationEntry, op snyk.Operation, doing string) (*logical.Response, error) {
+	return callerError(err, e, op, doing, false)
+}
+
+// createCallerError is snykCallerError for an integration create, where an
+// unreadable answer comes with the fields the operator can use instead.
+func createCallerError(err error, e *integrationEntry, op snyk.Operation, doing string) (*logical.Response, error) {
+	return callerError(err, e, op, doing, true)
+}
+
+func callerError(err error, e *integrationEntry, op snyk.Operation, doing string, creating bool) (*logical.Response, error) {
 	switch snyk.Classify(op, err) {
 	case snyk.RefusalProvisionalConflict:
 		return logical.ErrorResponse(fmt.Sprintf(
@@ -414,9 +411,7 @@ func snykCallerError(err error, e *integrationEntry, op snyk.Operation, doing st
 			"%s: Snyk says integration %s is not brokered (%s); Broker may have been disabled outside Vault: "+
 				"Vault never enables Broker outside an integration create; enable it again by deleting and creating the integration in Vault", doing, e.IntegrationID, snyk.Answer(err))), nil
 	case snyk.RefusalUnknown, snyk.RefusalAlreadyBrokered:
-		// A stored integration always has a token source; one without is
-		// being created, where the operator can say what they know.
-		return logical.ErrorResponse(unreadableAnswer(doing, err, e.TokenSource == "")), nil
+		return logical.ErrorResponse(unreadableAnswer(doing, err, creating)), nil
 	default:
 		return nil, fmt.Errorf("%s: %w", doing, err)
 	}
@@ -464,7 +459,7 @@ func (b *backend) provision(ctx context.Context, s logical.Storage, client *snyk
 	if earliest := now.Add(e.policy(cfg).ProvisionAhead); e.NextVaultRotation.Before(earliest) {
 		e.NextVaultRotation = earliest
 	}
-	if err := b.persistObtained(ctx, s, e); err != nil {
+	if err := b.persistObtained(ctx, s, walKindProvision, e); err != nil {
 		return err
 	}
 	b.deleteWAL(ctx, s, walID)
@@ -527,7 +522,7 @@ func (b *backend) switchToken(ctx context.Context, s logical.Storage, client *sn
 		return err
 	}
 	e.NextVaultRotation = next
-	if err := b.persistObtained(ctx, s, e); err != nil {
+	if err := b.persistObtained(ctx, s, walKindSwitch, e); err != nil {
 		return err
 	}
 	b.deleteWAL(ctx, s, walID)
@@ -571,6 +566,11 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	var msg string
 	switch kind {
 	case walKindProvision:
+		if b.rotation.unsavedEntry(queueKey(w.Name, w.SCM)) != nil {
+			// The token is kept in memory until storage takes it; the entry
+			// stays as the record should this process die first.
+			return fmt.Errorf("the result of this call is not stored yet")
+		}
 		if e != nil && (e.ProvisionalToken != "" || e.LastVaultRotation.After(w.StartedAt)) {
 			return nil // the token was stored (and maybe switched); only the WAL delete was lost
 		}

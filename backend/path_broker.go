@@ -108,7 +108,7 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 	if p := checkPathNames(name, kind); p != "" {
 		return logical.ErrorResponse(p), nil
 	}
-	e, err := getIntegration(ctx, req.Storage, name, kind)
+	e, err := b.currentIntegration(ctx, req.Storage, name, kind)
 	if err != nil || e == nil {
 		return nil, err
 	}
@@ -231,7 +231,7 @@ func (b *backend) pathBrokerRotate(ctx context.Context, req *logical.Request, d 
 	unlock := b.lockIntegration(name, kind)
 	defer unlock()
 
-	e, err := getIntegration(ctx, req.Storage, name, kind)
+	e, err := b.integrationForWrite(ctx, req.Storage, name, kind)
 	if err != nil {
 		return nil, err
 	}

@@ -280,31 +280,53 @@ func TestBrokerRotateSwitchAnswerLost(t *testing.T) {
 }
 
 // TestBrokerRotateStorageFailure: when storage fails after Snyk issued the
-// provisional token, the request fails, the WAL entry survives to report it,
-// and once storage recovers the WAL rollback marks the integration.
+// provisional token, the request fails, the token is kept in memory (reads
+// serve it, the WAL entry stays as the record), and the first pass once
+// storage answers stores it; rotating again switches to it without a second
+// provision.
 func TestBrokerRotateStorageFailure(t *testing.T) {
 	env := newTestEnv(t)
 	env.configure(nil)
-	env.snyk.AddIntegration(testOrgID, "github", false)
+	integID, _ := env.snyk.AddIntegration(testOrgID, "github", false)
 	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"))
+	env.initialize()
+	env.snyk.Faults().ResetCalls()
 
 	failing := &failingPutStorage{InmemStorage: env.storage, failAfter: 1}
 	resp, err := env.b.HandleRequest(t.Context(), &logical.Request{Operation: logical.UpdateOperation, Path: "broker/" + testOrgID + "/github/rotate", Storage: failing})
 	if err == nil && (resp == nil || !resp.IsError()) {
 		t.Fatal("rotate succeeded although storage failed")
 	}
-	wals, _ := env.storage.List(t.Context(), "wal/")
-	if len(wals) != 1 {
+	provisional := env.snyk.ProvisionalToken(integID)
+	if provisional == "" {
+		t.Fatal("setup: Snyk issued no provisional token")
+	}
+	if wals, _ := env.storage.List(t.Context(), "wal/"); len(wals) != 1 {
 		t.Fatalf("WAL entries = %v, want the provision entry kept", wals)
 	}
-	// The rollback manager finds it later.
+	read := env.mustOK(logical.ReadOperation, "integrations/"+testOrgID+"/github", nil)
+	if !strings.Contains(read.Data["last_rotation_error"].(string), "storing it failed") || read.Data["next_broker_token_fingerprint"] != fingerprint(provisional) {
+		t.Fatalf("the kept token is not reported: %v", read.Data)
+	}
+	// The rollback manager leaves the WAL entry while the token is only in memory.
 	env.clock.Advance(time.Hour)
 	if _, err := env.b.HandleRequest(t.Context(), &logical.Request{Operation: logical.RollbackOperation, Storage: env.storage, Data: map[string]interface{}{"immediate": true}}); err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
-	read := env.mustOK(logical.ReadOperation, "integrations/"+testOrgID+"/github", nil)
-	if !strings.Contains(read.Data["last_rotation_error"].(string), "provision-token call was interrupted") {
-		t.Errorf("last_rotation_error = %q", read.Data["last_rotation_error"])
+	if wals, _ := env.storage.List(t.Context(), "wal/"); len(wals) != 1 {
+		t.Fatalf("WAL entries = %v, want it kept until the token is stored", wals)
+	}
+	env.tick()
+	stored, err := getIntegration(t.Context(), env.storage, testOrgID, "github")
+	if err != nil || stored == nil || stored.ProvisionalToken != provisional || stored.RotationState != stateProvisioned {
+		t.Fatalf("the kept token was not stored: %+v %v", stored, err)
+	}
+	env.mustOK(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil)
+	if env.snyk.CurrentToken(integID) != provisional || env.snyk.Faults().Calls(snyktest.RouteProvisionToken) != 1 {
+		t.Fatalf("rotate did not switch to the kept token (provisions: %d)", env.snyk.Faults().Calls(snyktest.RouteProvisionToken))
+	}
+	if _, err := env.b.HandleRequest(t.Context(), &logical.Request{Operation: logical.RollbackOperation, Storage: env.storage, Data: map[string]interface{}{"immediate": true}}); err != nil {
+		t.Fatalf("rollback: %v", err)
 	}
 	if wals, _ := env.storage.List(t.Context(), "wal/"); len(wals) != 0 {
 		t.Errorf("WAL entries left: %v", wals)

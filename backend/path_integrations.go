@@ -246,7 +246,7 @@ func (b *backend) pathIntegrationRead(ctx context.Context, req *logical.Request,
 	if p := checkPathNames(name, kind); p != "" {
 		return logical.ErrorResponse(p), nil
 	}
-	e, err := getIntegration(ctx, req.Storage, name, kind)
+	e, err := b.currentIntegration(ctx, req.Storage, name, kind)
 	if err != nil || e == nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 	if cfg == nil {
 		return logical.ErrorResponse("the engine has no Snyk credential yet: write snyk/config first"), nil
 	}
-	existing, err := getIntegration(ctx, req.Storage, name, kind)
+	existing, err := b.integrationForWrite(ctx, req.Storage, name, kind)
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +361,7 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 		return nil, err
 	}
 	if switchedByImport {
-		b.rotation.releaseSlot(laneKey(&e), queueKey(name, kind))
+		b.rotation.release(queueKey(name, kind))
 	}
 	b.rotation.schedule(&e, cfg)
 	return &logical.Response{Data: e.statusData(cfg), Warnings: warnings}, nil
@@ -574,14 +574,14 @@ func (b *backend) pathIntegrationDelete(ctx context.Context, req *logical.Reques
 	unlock := b.lockIntegration(name, kind)
 	defer unlock()
 
-	e, err := getIntegration(ctx, req.Storage, name, kind)
+	e, err := b.currentIntegration(ctx, req.Storage, name, kind)
 	if err != nil || e == nil {
 		return nil, err
 	}
 	if err := req.Storage.Delete(ctx, integrationStorageKey(name, kind)); err != nil {
 		return nil, err
 	}
-	b.rotation.forget(e)
+	b.rotation.forget(queueKey(name, kind))
 	if e.ProvisionalToken == "" {
 		return nil, nil
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/queue"
 
-	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/httpx"
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
 )
 
@@ -45,36 +44,24 @@ const (
 	eventBrokerProvision      = "snyk/broker-provision"
 	eventBrokerSwitch         = "snyk/broker-switch"
 	eventBrokerRotateFail     = "snyk/broker-rotate-fail"
-	laneMount                 = "mount"
 	errBudgetExhaustedMessage = "request budget exhausted"
 )
 
 var errBudgetExhausted = errors.New(errBudgetExhaustedMessage)
 
-// errWaitingForLane: the integration joined its lane's waiters and is queued
-// again when the lane frees, not before.
-var errWaitingForLane = errors.New("waiting for the Snyk group's provisional slot")
-
-// lane serializes rotations that share one Snyk provisional-token slot: a
-// Snyk group (or an org without one, or the whole mount when the group could
-// not be looked up).
-type lane struct {
-	// busy is held for the duration of one provision or switch call.
-	busy sync.Mutex
-	// holder is the integration that holds the lane's provisional token,
-	// from provision until its switch completes.
-	holder string
-	// waiters are integrations due to provision while the lane was held;
-	// they are queued again when it frees, so waiting costs no ticks.
-	waiters []string
-}
-
 type rotationManager struct {
 	b *backend
 
-	mu          sync.Mutex
-	queue       *queue.PriorityQueue
-	lanes       map[string]*lane
+	mu    sync.Mutex
+	queue *queue.PriorityQueue
+	lanes map[string]*lane
+	// heldBy maps an integration to the lane whose slot it reserved or
+	// holds, so that it is released where it was taken.
+	heldBy map[string]string
+	// unsaved holds entries whose Snyk result (a provisional token, a
+	// switch) could not be stored; they are stored before anything else
+	// happens to them.
+	unsaved map[string]*integrationEntry
 	tokens      float64
 	refilledAt  time.Time
 	pausedUntil time.Time
@@ -84,7 +71,7 @@ type rotationManager struct {
 }
 
 func newRotationManager(b *backend) *rotationManager {
-	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}}
+	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}, heldBy: map[string]string{}, unsaved: map[string]*integrationEntry{}}
 }
 
 // queueKey names an integration in the queue and in lanes.
@@ -133,6 +120,8 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
 	m.storage = s
 	m.queue = queue.New()
 	m.lanes = map[string]*lane{}
+	m.heldBy = map[string]string{}
+	// unsaved survives: a result kept in memory is still the newest copy.
 	m.mu.Unlock()
 	if cfg == nil {
 		// Schedules are still known; processing waits for a credential.
@@ -148,7 +137,7 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
 			continue
 		}
 		if e.ProvisionalToken != "" {
-			m.claimLane(e)
+			m.hold(laneKey(e), key)
 		}
 		m.schedule(e, cfg)
 	}
@@ -306,121 +295,6 @@ func (m *rotationManager) pushAt(key string, at time.Time) {
 	_ = m.queue.Push(&queue.Item{Key: key, Priority: at.UnixMilli()})
 }
 
-// forget drops a deleted integration from the queue and its lane.
-func (m *rotationManager) forget(e *integrationEntry) {
-	key := queueKey(e.Name, e.SCM)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, _ = m.queue.PopByKey(key)
-	for _, l := range m.lanes {
-		if l.holder == key {
-			m.releaseLocked(l)
-		}
-		for i, w := range l.waiters {
-			if w == key {
-				l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
-				break
-			}
-		}
-	}
-}
-
-func laneKey(e *integrationEntry) string {
-	switch {
-	case e.GroupLookupFailed || !e.GroupResolved:
-		return laneMount
-	case e.GroupID != "":
-		return "group:" + e.GroupID
-	default:
-		return "org:" + e.OrgID
-	}
-}
-
-func (m *rotationManager) laneLocked(key string) *lane {
-	l, ok := m.lanes[key]
-	if !ok {
-		l = &lane{}
-		m.lanes[key] = l
-	}
-	return l
-}
-
-// lane returns the named lane, creating it.
-func (m *rotationManager) lane(name string) *lane {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.laneLocked(name)
-}
-
-// reserveSlot takes laneName's provisional slot for key, unless a lane
-// blocks it: the lane's own holder, or, because an integration whose group is
-// unknown may share a group with anyone, the mount lane against every group
-// lane and every group lane against the mount lane. Reserving before the
-// Snyk call keeps two lanes from provisioning in one group at once.
-func (m *rotationManager) reserveSlot(laneName, key string) (blocker *lane, holder string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	own := m.laneLocked(laneName)
-	blocks := func(l *lane) bool { return l.holder != "" && l.holder != key }
-	switch {
-	case blocks(own):
-		return own, own.holder
-	case laneName == laneMount:
-		for _, l := range m.lanes {
-			if blocks(l) {
-				return l, l.holder
-			}
-		}
-	default:
-		if mount, ok := m.lanes[laneMount]; ok && blocks(mount) {
-			return mount, mount.holder
-		}
-	}
-	own.holder = key
-	return nil, ""
-}
-
-// addWaiter queues key again when l frees.
-func (m *rotationManager) addWaiter(l *lane, key string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, w := range l.waiters {
-		if w == key {
-			return
-		}
-	}
-	l.waiters = append(l.waiters, key)
-}
-
-// releaseSlot frees laneName's slot if key holds it and wakes its waiters.
-func (m *rotationManager) releaseSlot(laneName, key string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if l, ok := m.lanes[laneName]; ok && l.holder == key {
-		m.releaseLocked(l)
-	}
-}
-
-// releaseUnlessUnknown frees a reservation after a failed provision, except
-// when Snyk may have issued the token anyway: then the group's slot is as
-// good as taken, and other integrations would only be refused.
-func (m *rotationManager) releaseUnlessUnknown(laneName, key string, err error) {
-	if !errors.Is(err, httpx.ErrOutcomeUnknown) {
-		m.releaseSlot(laneName, key)
-	}
-}
-
-// releaseLocked frees a lane and queues its waiters at once.
-func (m *rotationManager) releaseLocked(l *lane) {
-	l.holder = ""
-	now := m.b.now().UnixMilli()
-	for _, w := range l.waiters {
-		_, _ = m.queue.PopByKey(w)
-		_ = m.queue.Push(&queue.Item{Key: w, Priority: now})
-	}
-	l.waiters = nil
-}
-
 // budget is a token bucket of Snyk requests for the whole mount, refilled
 // continuously at the configured rate per minute. It keeps a storm of due
 // rotations below Snyk's rate limit instead of discovering it through 429s.
@@ -482,6 +356,7 @@ func (m *rotationManager) tick(ctx context.Context) {
 	if err != nil || cfg == nil {
 		return
 	}
+	m.checkLanes(ctx, s)
 	now := m.b.now()
 
 	m.mu.Lock()
@@ -535,6 +410,13 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 	unlock := b.lockIntegration(name, kind)
 	defer unlock()
 
+	// A Snyk result that could not be stored comes first: the stored copy is
+	// stale until it is, and acting on it would repeat a step Snyk did.
+	if err := m.flushUnsaved(ctx, s, key); err != nil {
+		b.log().Error("rotation: could not store a kept Snyk result", "integration", key, "error", err)
+		m.pushAt(key, b.now().Add(firstFailureBackoff))
+		return
+	}
 	e, err := getIntegration(ctx, s, name, kind)
 	if err != nil {
 		b.log().Error("rotation: could not read integration", "integration", key, "error", err)
@@ -586,7 +468,7 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 	}
 
 	if e.ProvisionalToken == "" {
-		err = m.provisionStep(ctx, s, client, cfg, e, key)
+		err = m.provisionStep(ctx, s, client, cfg, e)
 	} else {
 		if !m.takeToken(cfg, now) {
 			m.pushAt(key, now.Add(m.tokenWait(cfg)))
@@ -598,10 +480,15 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 		m.pushAt(key, now.Add(m.tokenWait(cfg)))
 		return
 	}
-	if errors.Is(err, errWaitingForLane) {
+	var notStored *errNotStored
+	switch {
+	case errors.Is(err, errWaitingForLane):
 		return
-	}
-	if err != nil {
+	case errors.As(err, &notStored):
+		// Kept in memory: the next pass stores it, then resumes from it.
+		m.pushAt(key, now.Add(firstFailureBackoff))
+		return
+	case err != nil:
 		m.recordFailure(ctx, s, cfg, e, err)
 		return
 	}
@@ -645,45 +532,38 @@ func (m *rotationManager) resolveLane(ctx context.Context, s logical.Storage, cl
 	return laneKey(e), nil
 }
 
-// provisionStep obtains the provisional token inside the integration's lane.
-func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, key string) error {
-	laneName, err := m.resolveLane(ctx, s, client, cfg, e, true)
-	if err != nil {
-		return err
-	}
-	l := m.lane(laneName)
-	l.busy.Lock()
-	defer l.busy.Unlock()
-	if blocker, _ := m.reserveSlot(laneName, key); blocker != nil {
-		// Another integration holds the group's only provisional slot:
-		// wait for its switch without polling.
-		m.addWaiter(blocker, key)
-		return errWaitingForLane
-	}
-	if !m.takeToken(cfg, m.b.now()) {
-		m.releaseSlot(laneName, key)
-		return errBudgetExhausted
-	}
-	if err := m.b.provision(ctx, s, client, cfg, e); err != nil {
-		m.releaseUnlessUnknown(laneName, key, err)
+// provisionStep obtains the provisional token for a due integration.
+func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry) error {
+	if _, err := m.obtainProvisional(ctx, s, client, cfg, e, provisionScheduled); err != nil {
 		return err
 	}
 	m.b.sendEvent(ctx, eventBrokerProvision, e, "next_switch_at", e.NextVaultRotation.Format(time.RFC3339))
 	return nil
 }
 
-// switchStep makes the provisional token current and frees the lane.
+// switchStep makes the provisional token current and frees the slot, in the
+// lane the slot was taken in.
 func (m *rotationManager) switchStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, key string) error {
-	laneName := laneKey(e)
+	laneName, ok := m.holdsSlot(key)
+	if !ok {
+		laneName = laneKey(e)
+	}
 	l := m.lane(laneName)
 	l.busy.Lock()
 	defer l.busy.Unlock()
-	if err := m.b.switchToken(ctx, s, client, cfg, e); err != nil {
+	err := m.b.switchToken(ctx, s, client, cfg, e)
+	var notStored *errNotStored
+	switch {
+	case errors.As(err, &notStored):
+		// Snyk switched: its group slot is free. The entry that records the
+		// switch is stored before anything else happens to it.
+		m.keepUnsaved(key, e, notStored)
+	case err != nil:
 		return err
 	}
-	m.releaseSlot(laneName, key)
+	m.release(key)
 	m.b.sendEvent(ctx, eventBrokerSwitch, e, "next_vault_rotation", e.NextVaultRotation.Format(time.RFC3339))
-	return nil
+	return err
 }
 
 // recordFailure stores the error on the integration, backs off and requeues.
@@ -769,23 +649,6 @@ func (b *backend) reconcileWALs(ctx context.Context, s logical.Storage) error {
 	return nil
 }
 
-// claimLane records that e holds its lane's provisional token (adoption,
-// and rebuilding the lanes from storage).
-func (m *rotationManager) claimLane(e *integrationEntry) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.laneLocked(laneKey(e)).holder = queueKey(e.Name, e.SCM)
-}
-
-// errLaneBusy is a manual rotation refused because another integration of
-// the same Snyk group holds the group's only provisional token.
-type errLaneBusy struct{ holder string }
-
-func (e errLaneBusy) Error() string {
-	return fmt.Sprintf("integration %s holds the Snyk group's provisional Broker token until its switch; "+
-		"Snyk allows one per group: rotate %s first (or wait for its scheduled switch), then retry", e.holder, e.holder)
-}
-
 // rotateNow is the manual rotation: provision (unless a provisional token is
 // held) and switch at once, through the same lanes and locks as the engine.
 // The caller holds the integration lock.
@@ -793,47 +656,39 @@ func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk
 	m := b.rotation
 	key := queueKey(e.Name, e.SCM)
 	err := func() error {
-		if _, err := m.resolveLane(ctx, s, client, cfg, e, false); err != nil {
-			return err
-		}
-		laneName := laneKey(e)
-		l := m.lane(laneName)
-		l.busy.Lock()
-		defer l.busy.Unlock()
 		if e.ProvisionalToken == "" {
-			if _, holder := m.reserveSlot(laneName, key); holder != "" {
-				return errLaneBusy{holder: holder}
-			}
-			m.chargeToken(cfg, b.now())
-			if err := b.provision(ctx, s, client, cfg, e); err != nil {
-				m.releaseUnlessUnknown(laneName, key, err)
+			if _, err := m.obtainProvisional(ctx, s, client, cfg, e, provisionManual); err != nil {
 				return err
 			}
 			b.sendEvent(ctx, eventBrokerProvision, e, "manual", "true")
 		}
 		m.chargeToken(cfg, b.now())
-		if err := b.switchToken(ctx, s, client, cfg, e); err != nil {
-			return err
-		}
-		m.releaseSlot(laneName, key)
-		b.sendEvent(ctx, eventBrokerSwitch, e, "manual", "true")
-		return nil
+		return m.switchStep(ctx, s, client, cfg, e, key)
 	}()
-	if err != nil {
-		var busy errLaneBusy
-		if !errors.As(err, &busy) {
-			now := b.now().UTC()
-			e.LastRotationError = fmt.Sprintf("%s: manual rotation failed: %v", now.Format(time.RFC3339), err)
-			if e.ProvisionalToken != "" {
-				// The switch is owed: the engine retries it with back-off
-				// rather than at the next scheduled time.
-				e.backOff(now)
-			}
-			if putErr := putIntegration(context.WithoutCancel(ctx), s, e); putErr != nil {
-				b.log().Error("could not record the rotation error", "integration", key, "error", putErr)
-			}
-			b.sendEvent(ctx, eventBrokerRotateFail, e, "error", err.Error())
+	var busy errLaneBusy
+	var notStored *errNotStored
+	switch {
+	case err == nil, errors.As(err, &busy):
+	case errors.As(err, &notStored):
+		// Kept in memory and stored by the next tick or request; recording
+		// the failure now would overwrite it with a stale copy.
+		b.log().Error("manual Broker token rotation could not store its result", "integration", key, "error", err)
+		m.pushAt(key, b.now().Add(firstFailureBackoff))
+		return err
+	default:
+		now := b.now().UTC()
+		e.LastRotationError = fmt.Sprintf("%s: manual rotation failed: %v", now.Format(time.RFC3339), err)
+		if e.ProvisionalToken != "" {
+			// The switch is owed: the engine retries it with back-off
+			// rather than at the next scheduled time.
+			e.backOff(now)
 		}
+		if putErr := putIntegration(context.WithoutCancel(ctx), s, e); putErr != nil {
+			b.log().Error("could not record the rotation error", "integration", key, "error", putErr)
+		}
+		b.sendEvent(ctx, eventBrokerRotateFail, e, "error", err.Error())
+	}
+	if err != nil {
 		b.log().Error("manual Broker token rotation failed", "integration", key, "integration_id", e.IntegrationID, "error", err)
 	}
 	m.schedule(e, cfg)

@@ -662,7 +662,8 @@ func TestRotationUnknownGroupSharesMountLane(t *testing.T) {
 	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 0 {
 		t.Fatalf("provisioned while an integration of unknown group held a provisional token (%d calls)", n)
 	}
-	if e := env.mustOK(logical.ReadOperation, "integrations/"+testOtherOrgID+"/github", nil).Data["last_rotation_error"]; e != "" {
+	// It waits with a recorded reason, never silently.
+	if e := env.mustOK(logical.ReadOperation, "integrations/"+testOtherOrgID+"/github", nil).Data["last_rotation_error"].(string); !strings.Contains(e, "waiting for "+testOrgID+"/github") {
 		t.Errorf("last_rotation_error = %v", e)
 	}
 	env.advance(30*time.Minute, time.Second)
