@@ -61,7 +61,7 @@ type rotationManager struct {
 	// unsaved holds entries whose Snyk result (a provisional token, a
 	// switch) could not be stored; they are stored before anything else
 	// happens to them.
-	unsaved map[string]*integrationEntry
+	unsaved     map[string]*integrationEntry
 	tokens      float64
 	refilledAt  time.Time
 	pausedUntil time.Time
