@@ -43,8 +43,10 @@ type testEnv struct {
 	t       testing.TB
 	b       *backend
 	storage *logical.InmemStorage
-	clock   *fakeClock
-	logs    *syncBuffer
+	// view is what the engine uses: storage, with faults on demand.
+	view  *faultyStorage
+	clock *fakeClock
+	logs  *syncBuffer
 
 	ca      *tlstest.CA
 	snyk    *snyktest.Server
@@ -175,6 +177,7 @@ func newTestEnv(t testing.TB) *testEnv {
 	env.retry = retry
 	env.events = &eventRecorder{}
 	env.storage = &logical.InmemStorage{}
+	env.view = &faultyStorage{InmemStorage: env.storage}
 	env.b = env.newBackend()
 	return env
 }
@@ -186,7 +189,7 @@ func (env *testEnv) newBackend() *backend {
 	retry := env.retry
 	b := newBackend(Options{Now: env.clock.Now, Retry: &retry, NoTicker: true})
 	conf := logical.TestBackendConfig()
-	conf.StorageView = env.storage
+	conf.StorageView = env.view
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: env.logs})
 	conf.EventsSender = env.events
 	if err := b.Setup(context.Background(), conf); err != nil {
@@ -206,7 +209,7 @@ func (env *testEnv) restart() {
 
 func (env *testEnv) initialize() {
 	env.t.Helper()
-	if err := env.b.Initialize(context.Background(), &logical.InitializationRequest{Storage: env.storage}); err != nil {
+	if err := env.b.Initialize(context.Background(), &logical.InitializationRequest{Storage: env.view}); err != nil {
 		env.t.Fatal(err)
 	}
 }
@@ -259,7 +262,7 @@ func (env *testEnv) request(op logical.Operation, path string, data map[string]i
 		Operation: op,
 		Path:      path,
 		Data:      data,
-		Storage:   env.storage,
+		Storage:   env.view,
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -15,6 +16,9 @@ import (
 )
 
 const integrationStoragePrefix = "integrations/"
+
+// errCorruptEntry: a stored entry that does not decode; retrying cannot help.
+var errCorruptEntry = errors.New("stored entry does not decode")
 
 // Rotation states reported on the integration (interface.md).
 const (
@@ -112,7 +116,7 @@ func getIntegration(ctx context.Context, s logical.Storage, name, scmKind string
 	}
 	var e integrationEntry
 	if err := entry.DecodeJSON(&e); err != nil {
-		return nil, fmt.Errorf("decoding integration %s/%s: %w", name, scmKind, err)
+		return nil, fmt.Errorf("%w: integration %s/%s: %v", errCorruptEntry, name, scmKind, err)
 	}
 	return &e, nil
 }

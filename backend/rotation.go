@@ -68,6 +68,11 @@ type rotationManager struct {
 	storage     logical.Storage
 	cancel      context.CancelFunc
 	done        chan struct{}
+	// loadPending: the queue could not be loaded from storage yet; the loop
+	// retries at loadAt, backing off by loadRetry.
+	loadPending bool
+	loadAt      time.Time
+	loadRetry   time.Duration
 }
 
 func newRotationManager(b *backend) *rotationManager {
@@ -89,13 +94,61 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 		return nil
 	}
 	m := b.rotation
+	// Vault logs a failed initialization once and never retries it, which
+	// would leave the mount without rotations until the next reload. So a
+	// storage error here only defers the load to the loop, with back-off.
 	if err := m.load(ctx, req.Storage); err != nil {
-		return err
+		b.log().Error("rotation engine: loading from storage failed; the loop starts anyway and retries the load", "error", err)
+		m.deferLoad(req.Storage)
 	}
 	if !b.opts.NoTicker {
 		m.start(req.Storage)
 	}
 	return nil
+}
+
+const (
+	firstLoadRetry = time.Second
+	maxLoadRetry   = time.Minute
+)
+
+// deferLoad marks the queue as not loaded: the loop retries load first.
+func (m *rotationManager) deferLoad(s logical.Storage) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.storage = s
+	m.loadPending = true
+	m.loadRetry = firstLoadRetry
+	m.loadAt = m.b.now().Add(m.loadRetry)
+}
+
+// retryLoad runs a deferred load when it is due; it reports whether the
+// queue is loaded.
+func (m *rotationManager) retryLoad(ctx context.Context, s logical.Storage) bool {
+	m.mu.Lock()
+	pending, at := m.loadPending, m.loadAt
+	m.mu.Unlock()
+	if !pending {
+		return true
+	}
+	if m.b.now().Before(at) {
+		return false
+	}
+	if err := m.load(ctx, s); err != nil {
+		m.mu.Lock()
+		m.loadRetry *= 2
+		if m.loadRetry > maxLoadRetry {
+			m.loadRetry = maxLoadRetry
+		}
+		m.loadAt = m.b.now().Add(m.loadRetry)
+		m.mu.Unlock()
+		m.b.log().Error("rotation engine: loading from storage failed again", "error", err, "retry_in", m.loadRetry)
+		return false
+	}
+	m.mu.Lock()
+	m.loadPending = false
+	m.mu.Unlock()
+	return true
 }
 
 // clean is the backend's Clean: it stops the ticker on unmount or shutdown.
@@ -130,10 +183,14 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
 	for _, key := range keys {
 		name, kind := splitQueueKey(key)
 		e, err := getIntegration(ctx, s, name, kind)
-		if err != nil || e == nil {
-			if err != nil {
-				m.b.log().Error("could not load integration for rotation", "integration", key, "error", err)
-			}
+		switch {
+		case errors.Is(err, errCorruptEntry):
+			// Retrying cannot help; every other integration still rotates.
+			m.b.log().Error("could not load integration for rotation", "integration", key, "error", err)
+			continue
+		case err != nil:
+			return err
+		case e == nil:
 			continue
 		}
 		if e.ProvisionalToken != "" {
@@ -349,7 +406,7 @@ func (m *rotationManager) tick(ctx context.Context) {
 	m.mu.Lock()
 	s := m.storage
 	m.mu.Unlock()
-	if s == nil {
+	if s == nil || !m.retryLoad(ctx, s) {
 		return
 	}
 	cfg, err := m.b.config(ctx, s)
@@ -656,6 +713,14 @@ func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk
 	m := b.rotation
 	key := queueKey(e.Name, e.SCM)
 	err := func() error {
+		if !e.GroupResolved {
+			// Learn the group now (an adoption may have been made while the
+			// look-up failed), so later rotations leave the mount-wide lane.
+			// The slot already held stays where it was taken.
+			if _, err := m.resolveLane(ctx, s, client, cfg, e, false); err != nil {
+				b.log().Debug("org group look-up deferred", "org_id", e.OrgID, "error", err)
+			}
+		}
 		if e.ProvisionalToken == "" {
 			if _, err := m.obtainProvisional(ctx, s, client, cfg, e, provisionManual); err != nil {
 				return err

@@ -132,6 +132,16 @@ func (m *rotationManager) holdLocked(laneName, key string) {
 		l.holder, l.heldSince = key, m.b.now()
 	}
 	m.heldBy[key] = laneName
+	// A holder waits for nothing: it may have been parked before a manual
+	// rotation got it the slot.
+	for _, other := range m.lanes {
+		for i, w := range other.waiters {
+			if w.key == key {
+				other.waiters = append(other.waiters[:i], other.waiters[i+1:]...)
+				break
+			}
+		}
+	}
 }
 
 // release frees the slot key reserved or holds, wherever that is, and wakes
