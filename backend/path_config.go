@@ -175,15 +175,21 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	b.configWriteMu.Lock()
 	defer b.configWriteMu.Unlock()
-	cfg, err := getConfig(ctx, req.Storage)
+	existing, err := getConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
+	cfg := existing
 	if cfg == nil {
 		cfg = defaultConfig()
 	}
 
-	if problems := applyConfigFields(cfg, d); len(problems) > 0 {
+	before := *cfg
+	problems := applyConfigFields(cfg, d)
+	if existing != nil {
+		problems = append(problems, configTrustProblems(&before, cfg, d)...)
+	}
+	if len(problems) > 0 {
 		return logical.ErrorResponse(strings.Join(problems, "; ")), nil
 	}
 	// New defaults must still make sense for every integration inheriting
@@ -192,7 +198,6 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err != nil {
 		return nil, err
 	}
-	var problems []string
 	for _, e := range entries {
 		for _, p := range e.policy(cfg).problems(b.now()) {
 			problems = append(problems, fmt.Sprintf("integration %s/%s: %s", e.Name, e.SCM, p))
@@ -222,6 +227,40 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		b.rotation.schedule(e, cfg)
 	}
 	return nil, nil
+}
+
+// configTrustProblems enforces the trust boundary of the stored Snyk
+// credential: a write that changes where it is sent (api_url, region), who is
+// trusted to receive it (ca_cert), or where Broker clients send their tokens
+// (broker_server_url) must carry the credential itself. Otherwise anyone
+// allowed to update snyk/config, without being able to read a secret, could
+// point Vault, or every Broker client, at a host of their choosing and
+// collect the credential.
+func configTrustProblems(before, after *snykConfig, d *framework.FieldData) []string {
+	_, hasToken := d.GetOk("api_token")
+	_, hasSecret := d.GetOk("client_secret")
+	if hasToken || hasSecret {
+		return nil
+	}
+	var changed []string
+	if before.effectiveAPIURL() != after.effectiveAPIURL() {
+		if _, ok := d.GetOk("api_url"); ok {
+			changed = append(changed, "api_url")
+		} else {
+			changed = append(changed, "region")
+		}
+	}
+	if before.effectiveBrokerServerURL() != after.effectiveBrokerServerURL() {
+		changed = append(changed, "broker_server_url")
+	}
+	if before.CACert != after.CACert {
+		changed = append(changed, "ca_cert")
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s decide(s) where the Snyk credential and the Broker tokens are sent: "+
+		"send the credential in the same write (api_token=…, or client_id with client_secret=…)", strings.Join(changed, ", "))}
 }
 
 // applyConfigFields merges the request into cfg and returns every problem

@@ -298,6 +298,13 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 		e = integrationEntry{Name: name, SCM: kind, CreatedAt: now}
 	}
 	in, problems := parseIntegrationInput(&e, existing == nil, d)
+	if existing != nil && len(in.locationChanged) > 0 && !in.credentialSent {
+		// The trust boundary of the stored SCM credential: re-validation
+		// and the Broker client's env would send it to the new host, so
+		// only a writer who holds it may choose that host.
+		problems = append(problems, fmt.Sprintf("%s decide(s) where the SCM credential is sent (validation, and the Broker client's env): "+
+			"send the credential in the same write (scm_token=…, or scm_password=… for Bitbucket basic auth)", strings.Join(in.locationChanged, ", ")))
+	}
 	if len(problems) == 0 {
 		problems = e.policy(cfg).problems(now)
 	}
@@ -373,6 +380,10 @@ type integrationInput struct {
 	tokenSource     string
 	scmChanged      bool
 	scheduleChanged bool
+	// locationChanged lists the changed fields that decide where the SCM
+	// credential is sent; credentialSent: the write carries it.
+	locationChanged []string
+	credentialSent  bool
 }
 
 // parseIntegrationInput applies the request's fields to e and returns every
@@ -424,6 +435,7 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 			v = normalizeURL(v)
 			if v != *f.dst {
 				in.scmChanged = true
+				in.locationChanged = append(in.locationChanged, f.name)
 			}
 			*f.dst = v
 		}
@@ -444,6 +456,7 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 	if v, ok := str("azure_org"); ok {
 		if v != e.AzureOrg {
 			in.scmChanged = true
+			in.locationChanged = append(in.locationChanged, "azure_org")
 		}
 		e.AzureOrg = v
 	}
@@ -468,6 +481,7 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 	token, hasToken := str("scm_token")
 	user, hasUser := str("scm_username")
 	pass, hasPass := str("scm_password")
+	in.credentialSent = hasToken || hasPass
 	if hasToken || hasUser || hasPass {
 		in.scmChanged = true
 		switch {
