@@ -222,11 +222,28 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.resetClient()
-	// Queue times depend on the defaults (provision_ahead).
+	// Queue times depend on the defaults (provision_ahead). The entries read
+	// above are older than the Snyk call that verified the credential; a
+	// rotation may have moved on since, so each is read again under its lock.
 	for _, e := range entries {
+		b.requeue(ctx, req.Storage, e.Name, e.SCM, cfg)
+	}
+	// A response (the config as a read shows it) so that Vault can attach
+	// its warning about fields this path does not know.
+	return b.pathConfigRead(ctx, req, d)
+}
+
+// requeue schedules an integration from its current stored state.
+func (b *backend) requeue(ctx context.Context, s logical.Storage, name, scmKind string, cfg *snykConfig) {
+	unlock := b.lockIntegration(name, scmKind)
+	defer unlock()
+	e, err := b.currentIntegration(ctx, s, name, scmKind)
+	switch {
+	case err != nil:
+		b.log().Warn("could not requeue an integration after a config change; the loop finds it at its next action", "integration", name+"/"+scmKind, "error", err)
+	case e != nil:
 		b.rotation.schedule(e, cfg)
 	}
-	return nil, nil
 }
 
 // configTrustProblems enforces the trust boundary of the stored Snyk

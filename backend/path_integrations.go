@@ -214,14 +214,34 @@ func checkPathNames(name, scmKind string) string {
 	if !scm.Valid(scmKind) {
 		return fmt.Sprintf("unknown scm %q in the path: use one of %s", scmKind, strings.Join(scm.Kinds, ", "))
 	}
-	if !isUUID(name) && !slugPattern.MatchString(name) {
+	return checkName(name)
+}
+
+// maxNameLength keeps storage keys and ACL paths reasonable.
+const maxNameLength = 128
+
+// checkName validates an org name of a path, "" when it is fine.
+func checkName(name string) string {
+	switch {
+	case len(name) > maxNameLength:
+		return fmt.Sprintf("name is %d bytes long; use at most %d (a Snyk org ID, or a shorter slug)", len(name), maxNameLength)
+	case strings.Contains(name, ".."):
+		// Vault's storage refuses keys with "..": say so instead of a 500.
+		return fmt.Sprintf("name %q must not contain \"..\"", name)
+	case !isUUID(name) && !slugPattern.MatchString(name):
 		return fmt.Sprintf("name %q must be a Snyk org ID (UUID) or a lower-case slug matching [a-z0-9][a-z0-9._-]*", name)
 	}
 	return ""
 }
 
 func (b *backend) pathIntegrationExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
-	e, err := getIntegration(ctx, req.Storage, d.Get("name").(string), d.Get("scm").(string))
+	name, kind := d.Get("name").(string), d.Get("scm").(string)
+	if checkPathNames(name, kind) != "" {
+		// The handler answers the 400; a storage look-up of a bad key
+		// would only fail with a 500 first.
+		return false, nil
+	}
+	e, err := getIntegration(ctx, req.Storage, name, kind)
 	return e != nil, err
 }
 
@@ -234,7 +254,11 @@ func (b *backend) pathIntegrationOrgsList(ctx context.Context, req *logical.Requ
 }
 
 func (b *backend) pathIntegrationsList(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	keys, err := req.Storage.List(ctx, integrationStoragePrefix+d.Get("name").(string)+"/")
+	name := d.Get("name").(string)
+	if p := checkName(name); p != "" {
+		return logical.ErrorResponse(p), nil
+	}
+	keys, err := req.Storage.List(ctx, integrationStoragePrefix+name+"/")
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +337,9 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 	}
 
 	var warnings []string
-	if !e.SkipSCMValidation && (existing == nil || in.scmChanged) {
+	// Turning skip_scm_validation off checks the stored credential now.
+	validationTurnedOn := existing != nil && existing.SkipSCMValidation && !e.SkipSCMValidation
+	if !e.SkipSCMValidation && (existing == nil || in.scmChanged || validationTurnedOn) {
 		resp, err := b.validateSCM(ctx, cfg, &e)
 		if resp != nil || err != nil {
 			return resp, err

@@ -569,8 +569,14 @@ func (m *rotationManager) resolveLane(ctx context.Context, s logical.Storage, cl
 	switch {
 	case err == nil:
 		e.GroupID = group
-	case snyk.StatusOf(err) == http.StatusTooManyRequests || snyk.StatusOf(err) >= 500 || snyk.StatusOf(err) == 0:
+	case snyk.Classify(snyk.OpLookup, err) == snyk.NotARefusal:
+		// Rate limited, a 5xx or the network: try again later.
 		return "", err
+	case snyk.Classify(snyk.OpLookup, err) == snyk.RefusalUnauthorized || snyk.Classify(snyk.OpLookup, err) == snyk.RefusalForbidden:
+		// A credential being replaced or a permission being fixed: a failure
+		// to record and retry, not a reason to serialize this org with the
+		// whole mount for good.
+		return "", fmt.Errorf("looking up the org's Snyk group (GET /rest/orgs/%s) was refused; the configured credential needs to read the org: %w", e.OrgID, err)
 	default:
 		// The REST org endpoint may be refused to this credential; a single
 		// lane for the whole mount is always safe, only slower.

@@ -55,7 +55,11 @@ func (b *backend) validateSCM(ctx context.Context, cfg *snykConfig, e *integrati
 		if len(res.MissingScopes) > 0 {
 			msg = fmt.Sprintf("scm_token is missing %s: %s", strings.Join(res.MissingScopes, ", "), msg)
 		} else {
-			msg = "scm credential rejected: " + msg
+			field := "scm_token"
+			if e.SCMToken == "" {
+				field = "scm_username/scm_password"
+			}
+			msg = fmt.Sprintf("%s rejected by %s: %s", field, e.SCM, msg)
 		}
 		return logical.ErrorResponse(msg), nil
 	}
