@@ -135,7 +135,7 @@ func TestConfigWriteRequeuesCurrentEntries(t *testing.T) {
 		done <- err
 	}()
 	time.Sleep(100 * time.Millisecond) // the write is inside the verify call
-	env.tick()                          // meanwhile the rotation provisions
+	env.tick()                         // meanwhile the rotation provisions
 	if env.snyk.ProvisionalToken(integID) == "" {
 		t.Fatal("setup: no provision during the config write")
 	}
