@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
@@ -59,7 +61,8 @@ type RetryPolicy struct {
 	// MaxDelay caps any single wait, Retry-After included.
 	MaxDelay time.Duration
 	// MaxTotalWait caps the sum of all waits of one call; when the next wait
-	// would exceed it, the last response is returned as is.
+	// would exceed it, the last response is returned as is. Zero means the
+	// default; a negative value means no wait at all (a single attempt).
 	MaxTotalWait time.Duration
 
 	// Sleep and Now are injectable for tests.
@@ -95,7 +98,10 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	if p.MaxDelay <= 0 {
 		p.MaxDelay = d.MaxDelay
 	}
-	if p.MaxTotalWait < 0 {
+	switch {
+	case p.MaxTotalWait == 0:
+		p.MaxTotalWait = d.MaxTotalWait
+	case p.MaxTotalWait < 0:
 		p.MaxTotalWait = 0
 	}
 	if p.Sleep == nil {
@@ -145,19 +151,29 @@ func (p RetryPolicy) Do(ctx context.Context, client *http.Client, idempotent boo
 	p = p.withDefaults()
 	var waited time.Duration
 	for attempt := 1; ; attempt++ {
-		req, err := newReq(ctx)
+		// sent records whether any of the request reached the connection: a
+		// request that failed before (at dial, at the TLS handshake, or
+		// cancelled while waiting for a connection) provably never left, and
+		// its outcome is known: nothing happened upstream.
+		var sent atomic.Bool
+		traced := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteHeaderField: func(string, []string) { sent.Store(true) },
+			WroteHeaders:     func() { sent.Store(true) },
+		})
+		req, err := newReq(traced)
 		if err != nil {
 			return nil, err
 		}
 		resp, err := client.Do(req)
 		if err != nil {
+			unknown := !idempotent && sent.Load()
 			if ctx.Err() != nil {
-				if !idempotent {
+				if unknown {
 					return nil, fmt.Errorf("%w: %s %s: %w", ErrOutcomeUnknown, req.Method, req.URL.Path, ctx.Err())
 				}
 				return nil, ctx.Err()
 			}
-			if !idempotent {
+			if unknown {
 				return nil, fmt.Errorf("%w: %s %s: %v", ErrOutcomeUnknown, req.Method, req.URL.Path, scrubError(err))
 			}
 			wait := backoff(p.BaseDelay, attempt, p.MaxDelay)

@@ -167,10 +167,8 @@ type Validator struct {
 	// redirects are not followed with credentials attached. nil means a
 	// client trusting the system roots only.
 	Client *http.Client
-	// Retry bounds retries of 429/5xx. A policy with MaxAttempts and
-	// MaxTotalWait both zero is treated as unset and replaced by
-	// httpx.DefaultRetryPolicy (keeping Sleep, Now and Logger), because the
-	// zero policy would otherwise never retry.
+	// Retry bounds retries of 429/5xx; its zero fields take
+	// httpx.DefaultRetryPolicy's values.
 	Retry  httpx.RetryPolicy
 	Logger hclog.Logger
 	Now    func() time.Time
@@ -241,11 +239,6 @@ func (v *Validator) client() (*http.Client, error) {
 
 func (v *Validator) policy(log hclog.Logger) httpx.RetryPolicy {
 	p := v.Retry
-	if p.MaxAttempts == 0 && p.MaxTotalWait == 0 {
-		d := httpx.DefaultRetryPolicy()
-		d.Sleep, d.Now, d.Logger = p.Sleep, p.Now, p.Logger
-		p = d
-	}
 	if p.Logger == nil {
 		p.Logger = log
 	}
