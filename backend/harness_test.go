@@ -66,6 +66,8 @@ type testEnv struct {
 	sleeps *sleepRecorder
 	retry  httpx.RetryPolicy
 	events *eventRecorder
+	// armFault injects the fault a table test chose, at the step it chooses.
+	armFault func()
 }
 
 type fakeClock struct {

@@ -29,7 +29,9 @@ type Fault struct {
 	Times int
 	// AfterHandler applies Status after the real handler ran, so the
 	// upstream's state changes but the client sees a failure: the
-	// "crashed/timed out after the call" case. The real response is discarded.
+	// "crashed/timed out after the call" case. The real response is
+	// discarded. With Delay, the handler runs first and the answer comes
+	// after the delay (a timeout on a call the upstream applied).
 	AfterHandler bool
 }
 
@@ -158,6 +160,14 @@ func (in *Injector) Wrap(route string, next http.HandlerFunc) http.HandlerFunc {
 			next(w, r)
 			return
 		}
+		applied := false
+		if f.AfterHandler && f.Delay > 0 {
+			// The upstream applies the request, then its answer is late: with
+			// a delay past the client's timeout, the client times out on a
+			// call that happened.
+			next(discardWriter{header: http.Header{}}, r)
+			applied = true
+		}
 		if f.Delay > 0 {
 			select {
 			case <-time.After(f.Delay):
@@ -169,10 +179,12 @@ func (in *Injector) Wrap(route string, next http.HandlerFunc) http.HandlerFunc {
 			}
 		}
 		if f.Status == 0 {
-			next(w, r)
+			if !applied {
+				next(w, r)
+			}
 			return
 		}
-		if f.AfterHandler {
+		if f.AfterHandler && !applied {
 			next(discardWriter{header: http.Header{}}, r)
 		}
 		writeFault(w, f)
