@@ -68,6 +68,10 @@ type rotationManager struct {
 	storage     logical.Storage
 	cancel      context.CancelFunc
 	done        chan struct{}
+	// wake nudges the loop to recompute its sleep after a queue change.
+	wake chan struct{}
+	// onSleep, when set (tests), sees every sleep the loop chooses.
+	onSleep func(time.Duration)
 	// loadPending: the queue could not be loaded from storage yet; the loop
 	// retries at loadAt, backing off by loadRetry.
 	loadPending bool
@@ -76,7 +80,8 @@ type rotationManager struct {
 }
 
 func newRotationManager(b *backend) *rotationManager {
-	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}, heldBy: map[string]string{}, unsaved: map[string]*integrationEntry{}}
+	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}, heldBy: map[string]string{}, unsaved: map[string]*integrationEntry{},
+		wake: make(chan struct{}, 1)}
 }
 
 // queueKey names an integration in the queue and in lanes.
@@ -255,18 +260,42 @@ func (m *rotationManager) start(s logical.Storage) {
 	}
 	go func() {
 		defer close(done)
-		t := time.NewTimer(tick)
+		t := time.NewTimer(m.sleepFor(tick))
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-m.wake:
+				// Something was queued: it may be due before the timer.
+				if !t.Stop() {
+					<-t.C
+				}
+				t.Reset(m.sleepFor(tick))
 			case <-t.C:
 				m.tick(ctx)
-				t.Reset(m.untilNextDue(tick))
+				t.Reset(m.sleepFor(tick))
 			}
 		}
 	}()
+}
+
+// sleepFor is the loop's next sleep; onSleep lets tests see it.
+func (m *rotationManager) sleepFor(tick time.Duration) time.Duration {
+	d := m.untilNextDue(tick)
+	if m.onSleep != nil {
+		m.onSleep(d)
+	}
+	return d
+}
+
+// nudge tells the loop that the queue changed. Never blocks: one pending
+// nudge is enough.
+func (m *rotationManager) nudge() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
 }
 
 // untilNextDue is how long the loop may sleep: until the earliest queued
@@ -343,6 +372,7 @@ func (m *rotationManager) schedule(e *integrationEntry, cfg *snykConfig) {
 	if ok {
 		_ = m.queue.Push(&queue.Item{Key: key, Priority: at.UnixMilli()})
 	}
+	m.nudge()
 }
 
 func (m *rotationManager) pushAt(key string, at time.Time) {
@@ -350,6 +380,7 @@ func (m *rotationManager) pushAt(key string, at time.Time) {
 	defer m.mu.Unlock()
 	_, _ = m.queue.PopByKey(key)
 	_ = m.queue.Push(&queue.Item{Key: key, Priority: at.UnixMilli()})
+	m.nudge()
 }
 
 // budget is a token bucket of Snyk requests for the whole mount, refilled

@@ -171,6 +171,7 @@ func (m *rotationManager) releaseLocked(key string) {
 	// Waiters are parked on the lane that blocked them; one still blocked
 	// elsewhere parks there when it runs again.
 	l.waiters = nil
+	m.nudge()
 }
 
 // wait parks key behind the lane whose holder blocks laneName, and returns

@@ -758,3 +758,44 @@ func TestRotationLoopWakesAtNextAction(t *testing.T) {
 		t.Errorf("paused: sleep %s, want the rest of the pause", d)
 	}
 }
+
+// TestRotationLoopSleepsUntilTheNextAction: the running loop (not only its
+// helper) sleeps until the earliest queued action, and a newly queued earlier
+// action shortens a sleep already begun.
+func TestRotationLoopSleepsUntilTheNextAction(t *testing.T) {
+	env := newTestEnv(t)
+	retry := env.retry
+	b := newBackend(Options{Now: env.clock.Now, Retry: &retry, Tick: time.Hour})
+	sleeps := make(chan time.Duration, 16)
+	b.rotation.onSleep = func(d time.Duration) {
+		select {
+		case sleeps <- d:
+		default:
+		}
+	}
+	conf := logical.TestBackendConfig()
+	conf.StorageView = env.view
+	if err := b.Setup(t.Context(), conf); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Initialize(t.Context(), &logical.InitializationRequest{Storage: env.view}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Cleanup(t.Context())
+	next := func() time.Duration {
+		select {
+		case d := <-sleeps:
+			return d
+		case <-time.After(10 * time.Second):
+			t.Fatal("the loop chose no sleep")
+			return 0
+		}
+	}
+	if d := next(); d != time.Hour {
+		t.Fatalf("empty queue: sleep %s, want the tick", d)
+	}
+	b.rotation.pushAt("payments/github", env.clock.Now().Add(250*time.Millisecond))
+	if d := next(); d != 250*time.Millisecond {
+		t.Fatalf("after queueing an action due in 250ms the loop sleeps %s", d)
+	}
+}

@@ -16,6 +16,9 @@ type faultyStorage struct {
 
 	mu    sync.Mutex
 	rules []*storageFault
+	// afterGet, when set, runs after a Get read its entry and before it
+	// returns: a test can hold a reader there while a writer goes ahead.
+	afterGet func(key string)
 }
 
 // storageFault fails op ("get", "put", "delete", "list") on keys with
@@ -63,7 +66,14 @@ func (f *faultyStorage) Get(ctx context.Context, key string) (*logical.StorageEn
 	if err := f.check("get", key); err != nil {
 		return nil, err
 	}
-	return f.InmemStorage.Get(ctx, key)
+	e, err := f.InmemStorage.Get(ctx, key)
+	f.mu.Lock()
+	hook := f.afterGet
+	f.mu.Unlock()
+	if hook != nil {
+		hook(key)
+	}
+	return e, err
 }
 
 func (f *faultyStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
