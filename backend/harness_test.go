@@ -175,6 +175,8 @@ func newTestEnv(t testing.TB) *testEnv {
 		MaxDelay:       10 * time.Second,
 		MaxTotalWait:   20 * time.Second,
 		Sleep:          env.sleeps.Sleep,
+		// Retry-After dates are read against the same clock as the rest.
+		Now: env.clock.Now,
 	}
 	env.retry = retry
 	env.events = &eventRecorder{}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"github.com/hashicorp/vault/sdk/framework"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -207,7 +208,7 @@ func TestBrokerRotateRetriesUpstream(t *testing.T) {
 	// 503 proves the call was not applied, so even provision-token is
 	// repeated; an ambiguous 5xx is not (TestBrokerRotateSwitchAnswerLost).
 	inj.Inject(snyktest.RouteProvisionToken, fault.Fault{Status: http.StatusServiceUnavailable, Times: 1})
-	inj.Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusServiceUnavailable, RetryAfter: time.Now().Add(5 * time.Second).UTC().Format(http.TimeFormat), Times: 1})
+	inj.Inject(snyktest.RouteSwitchToken, fault.Fault{Status: http.StatusServiceUnavailable, RetryAfter: env.clock.Now().Add(5 * time.Second).UTC().Format(http.TimeFormat), Times: 1})
 
 	env.mustOK(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil)
 	if n := inj.Calls(snyktest.RouteProvisionToken); n != 4 {
@@ -216,12 +217,11 @@ func TestBrokerRotateRetriesUpstream(t *testing.T) {
 	if n := inj.Calls(snyktest.RouteSwitchToken); n != 2 {
 		t.Errorf("switch attempts = %d, want 2", n)
 	}
-	waits := env.sleeps.Waits()
-	if len(waits) != 4 || waits[0] != 3*time.Second || waits[1] != 4*time.Second {
-		t.Errorf("waits = %v, want [3s (Retry-After) 4s (429 back-off) …]", waits)
-	}
-	if waits[3] < 3*time.Second || waits[3] > 6*time.Second {
-		t.Errorf("HTTP-date Retry-After wait = %s", waits[3])
+	// 3s (Retry-After), 4s (429 back-off, doubled), 400ms (503 back-off,
+	// doubled twice from 100ms), 5s (the switch's HTTP-date Retry-After).
+	want := []time.Duration{3 * time.Second, 4 * time.Second, 400 * time.Millisecond, 5 * time.Second}
+	if waits := env.sleeps.Waits(); !slices.Equal(waits, want) {
+		t.Fatalf("waits = %v, want %v", waits, want)
 	}
 	if env.snyk.ProvisionalToken(integID) != "" || env.snyk.GroupProvisionalHolder(testGroupID) != "" {
 		t.Error("a provisional token was left behind")
@@ -236,8 +236,10 @@ func TestBrokerRotateRetriesUpstream(t *testing.T) {
 	if err == nil && (resp == nil || !resp.IsError()) {
 		t.Fatal("rotate succeeded under a 429 storm")
 	}
-	if n := inj.Calls(snyktest.RouteProvisionToken); n > 4 {
-		t.Errorf("provision attempts under a 429 storm = %d, want bounded", n)
+	// Retry-After 60 is capped at MaxDelay (10s); the total budget (20s)
+	// allows two waits, so three attempts.
+	if n := inj.Calls(snyktest.RouteProvisionToken); n != 3 {
+		t.Errorf("provision attempts under a 429 storm = %d, want 3", n)
 	}
 	inj.Clear()
 	read := env.mustOK(logical.ReadOperation, "integrations/"+testOrgID+"/github", nil)

@@ -103,8 +103,10 @@ func (h brokerHarness) startBrokerServer(t *testing.T, dir string) int {
 
 // startSupervisedClient runs Vault Agent with the bootstrap config; Agent
 // runs `broker client` with the rendered variables and restarts it when they
-// change. role is "current" or "next" (the overlap pattern).
-func (h brokerHarness) startSupervisedClient(t *testing.T, s *stack, dir, role, token string, serverPort int) {
+// change. role is "current" or "next" (the overlap pattern). It runs on the
+// test's goroutine (it may fail the test) and returns a wait for the client's
+// health, which may run on any goroutine.
+func (h brokerHarness) startSupervisedClient(t *testing.T, s *stack, dir, role, token string, serverPort int) func() error {
 	t.Helper()
 	wd := filepath.Join(dir, "agent-"+role)
 	if err := os.MkdirAll(wd, 0o700); err != nil {
@@ -145,19 +147,22 @@ func (h brokerHarness) startSupervisedClient(t *testing.T, s *stack, dir, role, 
 			logTail(t, "Vault Agent ("+role+") log (includes the Broker client's output)", logPath, 60)
 		}
 	})
-	err = waitFor(30*time.Second, 200*time.Millisecond, func() (bool, error) {
-		if p.exited() {
-			return false, fmt.Errorf("vault agent exited: %v", p.waitErr)
-		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthcheck", clientPort))
+	return func() error {
+		err := waitFor(30*time.Second, 200*time.Millisecond, func() (bool, error) {
+			if p.exited() {
+				return false, fmt.Errorf("vault agent exited: %v", p.waitErr)
+			}
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthcheck", clientPort))
+			if err != nil {
+				return false, err
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK, nil
+		})
 		if err != nil {
-			return false, err
+			return fmt.Errorf("Broker client (%s) under Vault Agent not healthy: %v\n%s", role, err, tailFile(logPath, 40))
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		t.Fatalf("Broker client (%s) under Vault Agent not healthy: %v\n%s", role, err, tailFile(logPath, 40))
+		return nil
 	}
 }
 
@@ -172,7 +177,8 @@ func chainSetup(t *testing.T, h brokerHarness) (*stack, string, int) {
 		t.Fatal(err)
 	}
 	serverPort := h.startBrokerServer(t, dir)
-	s.write(t, mountPath+"/config", map[string]interface{}{"broker_server_url": fmt.Sprintf("http://127.0.0.1:%d", serverPort)})
+	// broker_server_url is a trust-boundary field: the credential goes along.
+	s.write(t, mountPath+"/config", map[string]interface{}{"broker_server_url": fmt.Sprintf("http://127.0.0.1:%d", serverPort), "api_token": s.sim.info.APIToken})
 	s.ensureIntegration(t, "payments", "github", map[string]interface{}{
 		"org_id":          s.sim.info.Orgs["payments"],
 		"scm_token":       s.sim.info.GitHubToken,
@@ -305,15 +311,27 @@ func runChain(t *testing.T, roles ...string) chainFigures {
 	h := findBroker(t)
 	s, readerToken, serverPort := chainSetup(t, h)
 	dir := filepath.Join(s.dir, "chain")
-	var wg sync.WaitGroup
+	// Start every client here (a failure ends the test on its own
+	// goroutine), then wait for their health in parallel: waits only report.
+	var waits []func() error
 	for _, role := range roles {
+		waits = append(waits, h.startSupervisedClient(t, s, dir, role, readerToken, serverPort))
+	}
+	errs := make([]error, len(waits))
+	var wg sync.WaitGroup
+	for i, wait := range waits {
 		wg.Add(1)
-		go func(role string) {
+		go func() {
 			defer wg.Done()
-			h.startSupervisedClient(t, s, dir, role, readerToken, serverPort)
-		}(role)
+			errs[i] = wait()
+		}()
 	}
 	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
 	if t.Failed() {
 		t.FailNow()
 	}

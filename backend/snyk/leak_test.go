@@ -20,7 +20,7 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 			name = "oauth"
 		}
 		t.Run(name, func(t *testing.T) {
-			e := newEnv(t, envOpts{oauth: oauth, timeout: 200 * time.Millisecond})
+			e := newEnv(t, envOpts{oauth: oauth, timeout: 2 * time.Second})
 			ctx := context.Background()
 			inj := e.fake.Faults()
 			var errs []error
@@ -47,7 +47,7 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 			inj.Inject(snyktest.RouteSwitchToken, fault.Fault{Status: 503})
 			note(e.client.SwitchToken(ctx, orgA1, gl.ID)) // retries exhausted
 			inj.Clear()
-			inj.Inject(snyktest.RouteClone, fault.Fault{Delay: 2 * time.Second, Times: 1})
+			inj.Inject(snyktest.RouteClone, fault.Fault{Delay: 6 * time.Second, Times: 1})
 			_, err = e.client.CloneIntegration(ctx, orgA1, gl.ID, orgA2) // timeout
 			note(err)
 			// An upstream that echoes the credential it was sent.

@@ -174,9 +174,9 @@ func TestOAuthWaiterHonoursItsContext(t *testing.T) {
 // A token-endpoint timeout happens before the caller's own POST is sent, so
 // it must not look like an unknown outcome of that POST.
 func TestOAuthFetchTimeoutIsNotOutcomeUnknown(t *testing.T) {
-	e := newEnv(t, envOpts{oauth: true, timeout: 150 * time.Millisecond})
+	e := newEnv(t, envOpts{oauth: true, timeout: 2 * time.Second})
 	id, _ := mustBrokered(t, e, orgA1, "github")
-	e.fake.Faults().Inject(snyktest.RouteOAuthToken, fault.Fault{Delay: 3 * time.Second, Times: 1})
+	e.fake.Faults().Inject(snyktest.RouteOAuthToken, fault.Fault{Delay: 6 * time.Second, Times: 1})
 	_, err := e.client.ProvisionToken(context.Background(), orgA1, id)
 	if err == nil || errors.Is(err, httpx.ErrOutcomeUnknown) {
 		t.Fatalf("got %v", err)
