@@ -91,6 +91,10 @@ func TestIntegrationEnablePerSCM(t *testing.T) {
 		})
 	}
 	env.assertNoSecretsIn("logs", env.logs.String())
+	// A token never goes into a URL (access logs, proxies keep URLs).
+	if got := env.gitlab.TokensInURL(); len(got) != 0 {
+		t.Errorf("the GitLab token was sent in a URL %d time(s)", len(got))
+	}
 }
 
 func redactEnv(m map[string]string) []string {

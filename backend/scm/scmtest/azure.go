@@ -152,6 +152,16 @@ func (a *Azure) unauthorized(w http.ResponseWriter) {
 }
 
 func (a *Azure) repositories(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("api-version") == "" {
+		// Azure DevOps's documented REST resources require a version.
+		writeJSON(w, http.StatusBadRequest, map[string]any{
+			"$id": "1", "innerException": nil,
+			"message":  `No api-version was supplied for the "GET" request. A version must be specified for REST API requests.`,
+			"typeName": "Microsoft.VisualStudio.Services.WebApi.VssVersionNotSpecifiedException, Microsoft.VisualStudio.Services.WebApi",
+			"typeKey":  "VssVersionNotSpecifiedException", "errorCode": 0, "eventId": 3000,
+		})
+		return
+	}
 	t, ok := a.authenticate(w, r)
 	if !ok {
 		return

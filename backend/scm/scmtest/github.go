@@ -108,7 +108,7 @@ type ghBucket struct {
 }
 
 // NewGitHub returns a fake of api.github.com, or with enterprise of a GHES
-// instance: routes are then also served under /api/v3, responses carry
+// instance: routes are then served under /api/v3 (only), responses carry
 // X-GitHub-Enterprise-Version, and POST /credentials/revoke accepts
 // authenticated callers.
 func NewGitHub(enterprise bool) *GitHub {
@@ -126,9 +126,11 @@ func NewGitHub(enterprise bool) *GitHub {
 		buckets:           map[string]*ghBucket{},
 		nextID:            1,
 	}
+	// GitHub Enterprise Server serves its REST API under /api/v3 only; a
+	// client that dropped the prefix must fail here as it would there.
 	prefixes := []string{""}
 	if enterprise {
-		prefixes = append(prefixes, "/api/v3")
+		prefixes = []string{"/api/v3"}
 	}
 	for _, p := range prefixes {
 		g.mux.HandleFunc("GET "+p+"/user", g.inj.Wrap(RouteGitHubUser, g.user))

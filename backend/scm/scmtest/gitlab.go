@@ -77,11 +77,12 @@ type glToken struct {
 
 // GitLab fakes gitlab.com or a self-managed instance under /api/v4.
 type GitLab struct {
-	opts GitLabOptions
-	inj  *fault.Injector
-	seen seenSet
-	ids  requestIDs
-	mux  *http.ServeMux
+	opts  GitLabOptions
+	inj   *fault.Injector
+	seen  seenSet
+	inURL seenSet
+	ids   requestIDs
+	mux   *http.ServeMux
 
 	mu     sync.Mutex
 	tokens map[string]*glToken
@@ -148,10 +149,16 @@ func (g *GitLab) Faults() *fault.Injector { return g.inj }
 // Bearer or private_token), in first-seen order.
 func (g *GitLab) SeenTokens() []string { return g.seen.list() }
 
+// TokensInURL lists the credentials that arrived in a URL (the private_token
+// query parameter GitLab accepts): they end up in access logs and proxies,
+// so a client that cares must never send one there.
+func (g *GitLab) TokensInURL() []string { return g.inURL.list() }
+
 // ServeHTTP records the credential, adds the headers GitLab sends on every
 // response and routes the request.
 func (g *GitLab) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.seen.add(gitlabCredential(r))
+	g.inURL.add(r.URL.Query().Get("private_token"))
 	id := g.ids.next("01J")
 	h := w.Header()
 	h.Set("X-Request-Id", id)

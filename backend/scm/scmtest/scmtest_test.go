@@ -77,9 +77,13 @@ func TestGitHubWire(t *testing.T) {
 	if resp.Header.Get("X-GitHub-Enterprise-Version") == "" {
 		t.Error("no X-GitHub-Enterprise-Version in enterprise mode")
 	}
-	resp = get("/user", "Bearer github_pat_fine")
+	resp = get("/api/v3/user", "Bearer github_pat_fine")
 	if _, ok := resp.Header["X-Oauth-Scopes"]; ok || resp.StatusCode != http.StatusOK {
 		t.Errorf("fine-grained: status %d, scopes header present %v", resp.StatusCode, ok)
+	}
+	// GHES serves its API under /api/v3 only.
+	if resp := get("/user", "token ghp_classic"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /user on GHES: status %d, want 404", resp.StatusCode)
 	}
 	if got := g.SeenTokens(); !slices.Equal(got, []string{"ghp_classic", "github_pat_fine"}) {
 		t.Errorf("SeenTokens = %q", got)
@@ -287,7 +291,11 @@ func TestAzureFake(t *testing.T) {
 		!strings.Contains(w.Body.String(), "TF400813") {
 		t.Errorf("401: headers %v body %s", w.Header(), w.Body)
 	}
-	wantStatus(t, do(a, "GET", "/contoso/_apis/git/repositories", map[string]string{"Authorization": basic("", "pat-ok")}, ""), 404)
+	wantStatus(t, do(a, "GET", "/contoso/_apis/git/repositories?api-version=7.1", map[string]string{"Authorization": basic("", "pat-ok")}, ""), 404)
+	w = do(a, "GET", "/fabrikam/_apis/git/repositories", map[string]string{"Authorization": basic("", "pat-ok")}, "")
+	if w.Code != 400 || !strings.Contains(w.Body.String(), "VssVersionNotSpecifiedException") {
+		t.Errorf("no api-version: status %d body %s", w.Code, w.Body)
+	}
 
 	w = do(a, "GET", "/fabrikam/_apis/connectionData", map[string]string{"Authorization": basic("PAT", "pat-ok")}, "")
 	if !strings.Contains(w.Body.String(), `"providerDisplayName":"Jamal Hartnett"`) {

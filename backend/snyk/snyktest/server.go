@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -143,7 +144,7 @@ func New(opts Options) *Server {
 	for _, rt := range routes {
 		// Faults first, so that counters include throttled and rejected
 		// calls, as an upstream's request log would.
-		h := connectionAware(s.inj.Wrap(rt.name, s.rateLimited(rt.h)))
+		h := connectionAware(s.inj.Wrap(rt.name, s.rateLimited(v1Rules(rt.name, rt.h))))
 		for _, pattern := range muxPatterns(rt.name) {
 			s.mux.HandleFunc(pattern, h)
 		}
@@ -182,6 +183,33 @@ func connectionAware(next http.HandlerFunc) http.HandlerFunc {
 		if !tw.wrote && r.Context().Err() != nil {
 			panic(http.ErrAbortHandler)
 		}
+	}
+}
+
+// v1Rules holds v1 requests to what the API documents: a body only as
+// JSON (with its Content-Type), and none at all for provision-token and
+// switch-token, which the documentation lists without one.
+func v1Rules(route string, next http.HandlerFunc) http.HandlerFunc {
+	if !strings.Contains(route, " /v1/") {
+		return next
+	}
+	noBody := route == RouteProvisionToken || route == RouteSwitchToken
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if len(bytes.TrimSpace(body)) == 0 {
+			next(w, r)
+			return
+		}
+		if noBody {
+			v1Error(w, http.StatusBadRequest, "This endpoint does not take a request body")
+			return
+		}
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			v1Error(w, http.StatusBadRequest, "Content-Type must be application/json")
+			return
+		}
+		next(w, r)
 	}
 }
 

@@ -2,6 +2,7 @@ package snyktest_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -569,5 +570,62 @@ func TestHelpers(t *testing.T) {
 	fake.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/user/me", nil))
 	if rec.Code != 401 || rec.Body.String() != notAuthorised {
 		t.Fatalf("got %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestV1RequestRules: the fake holds clients to the documented request
+// shapes: JSON bodies declared as JSON, and no body where none is taken.
+func TestV1RequestRules(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.fake.AddIntegration(orgA1, "github", false)
+	put := `{"type":"github","broker":{"enabled":true}}`
+	h.expect(h.call("PUT", "/v1/org/"+orgA1+"/integrations/"+id, "token "+apiToken, "", put), 400, "Content-Type must be application/json")
+	h.expect(h.call("PUT", "/v1/org/"+orgA1+"/integrations/"+id, "token "+apiToken, "text/plain", put), 400, "Content-Type must be application/json")
+	if h.fake.Brokered(id) {
+		t.Fatal("a request refused for its Content-Type changed state")
+	}
+	h.expect(h.call("PUT", "/v1/org/"+orgA1+"/integrations/"+id, "token "+apiToken, "application/json", put), 200, "brokerToken")
+
+	for _, action := range []string{"provision-token", "switch-token"} {
+		h.expect(h.v1("POST", "/org/"+orgA1+"/integrations/"+id+"/authentication/"+action, `{"token":"x"}`), 400, "does not take a request body")
+	}
+	if h.fake.ProvisionalToken(id) != "" {
+		t.Fatal("a provision with a body was applied")
+	}
+}
+
+// TestProfilesAnswerAsNamed: every behaviour profile answers each
+// undocumented refusal with its status and words.
+func TestProfilesAnswerAsNamed(t *testing.T) {
+	for _, p := range snyktest.Profiles() {
+		if p.Behaviour.EnableOnBrokered != snyktest.EnableError {
+			continue
+		}
+		t.Run(p.Name, func(t *testing.T) {
+			h := newHarness(t)
+			h.fake.SetBehaviour(p.Behaviour)
+			plain, _ := h.fake.AddIntegration(orgA1, "gitlab", false)
+			a1, _ := h.fake.AddIntegration(orgA1, "github", true)
+			a2, _ := h.fake.AddIntegration(orgA2, "github", true)
+			status := p.Behaviour.NotBrokeredStatus
+			words := func(format, id string) string {
+				if strings.Contains(format, "%s") {
+					return fmt.Sprintf(format, id)
+				}
+				return format
+			}
+			base := func(org, id string) string { return "/org/" + org + "/integrations/" + id }
+			h.expect(h.v1("POST", base(orgA1, plain)+"/authentication/provision-token", ""), status, words(p.Behaviour.NotBrokeredMessage, plain))
+			h.expect(h.v1("POST", base(orgA1, a1)+"/authentication/switch-token", ""), status, words(p.Behaviour.SwitchWithoutProvisionalMessage, a1))
+			h.expect(h.v1("PUT", base(orgA1, a1), `{"type":"github","broker":{"enabled":true}}`), status, words(p.Behaviour.EnableOnBrokeredMessage, a1))
+			h.expect(h.v1("POST", base(orgA1, a1)+"/authentication/provision-token", ""), 200, "provisionalBrokerToken")
+			h.expect(h.v1("POST", base(orgA2, a2)+"/authentication/provision-token", ""), status, words(p.Behaviour.ProvisionConflictMessage, a2))
+		})
+	}
+	if _, ok := snyktest.ProfileNamed("status-409-wording-1"); !ok {
+		t.Fatal("ProfileNamed does not find a listed profile")
+	}
+	if _, ok := snyktest.ProfileNamed("no-such-profile"); ok {
+		t.Fatal("ProfileNamed found an unknown profile")
 	}
 }
