@@ -7,6 +7,7 @@
 #   make test    unit tests (race detector) and end-to-end tests against a real
 #                Vault, Vault Agent and the real plugin binary
 #   make bench   benchmarks that print figures (engine read vs KV v2, …)
+#   make fuzz    every fuzz target for a minute (FUZZTIME=… to change)
 
 VERSION   ?= v0.1.0
 GO        ?= go
@@ -16,7 +17,7 @@ SIM       := $(BIN)/snyk-sim
 VAULT     := $(BIN)/vault
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build sim vault broker dev dev-stop test unit e2e fmt fmt-check vet bench clean
+.PHONY: all build sim vault broker dev dev-stop test unit fuzz-short fuzz e2e fmt fmt-check vet bench clean
 
 all: build
 
@@ -54,10 +55,18 @@ dev: build sim vault
 dev-stop:
 	./scripts/dev.sh stop
 
-test: fmt-check vet unit e2e
+test: fmt-check vet unit fuzz-short e2e
 
 unit:
 	$(GO) test -race -count=1 ./backend/... ./cmd/...
+
+# Every fuzz target for a few seconds (its seed corpus in testdata/ also runs
+# in `unit`); `make fuzz` runs each for a minute.
+fuzz-short:
+	GO=$(GO) FUZZTIME=3s ./scripts/fuzz.sh
+
+fuzz:
+	GO=$(GO) FUZZTIME=$${FUZZTIME:-60s} ./scripts/fuzz.sh
 
 FIGURES := $(BIN)/e2e-figures.txt
 

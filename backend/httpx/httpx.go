@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -227,6 +228,10 @@ func Retryable(status int) bool {
 	return status == http.StatusTooManyRequests || (status >= 500 && status <= 599)
 }
 
+// maxRetryAfterSeconds bounds a Retry-After in seconds (a day): far beyond
+// any MaxDelay, and far from overflowing a Duration.
+const maxRetryAfterSeconds = 24 * 60 * 60
+
 // RetryAfter parses a Retry-After header given either as delay-seconds or as
 // an HTTP date. ok is false when the header is absent or unparseable.
 func RetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
@@ -235,8 +240,13 @@ func RetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if secs < 0 {
+		if secs < 0 || math.IsNaN(secs) {
 			return 0, false
+		}
+		// A huge value (or +Inf) would overflow a Duration into a negative
+		// wait; callers cap waits far below this anyway.
+		if secs > maxRetryAfterSeconds {
+			secs = maxRetryAfterSeconds
 		}
 		return time.Duration(secs * float64(time.Second)), true
 	}
