@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm"
 )
 
 // slugPattern is the form of an org name in Vault paths when it is not a
@@ -85,4 +86,30 @@ func hostPath(raw string) string {
 		return raw
 	}
 	return strings.TrimRight(u.Host+u.EscapedPath(), "/")
+}
+
+// checkPathNames validates <name> and <scm> and resolves the org ID a name
+// implies. It returns a caller-facing problem, or "".
+func checkPathNames(name, scmKind string) string {
+	if !scm.Valid(scmKind) {
+		return fmt.Sprintf("unknown scm %q in the path: use one of %s", scmKind, strings.Join(scm.Kinds, ", "))
+	}
+	return checkName(name)
+}
+
+// maxNameLength keeps storage keys and ACL paths reasonable.
+const maxNameLength = 128
+
+// checkName validates an org name of a path, "" when it is fine.
+func checkName(name string) string {
+	switch {
+	case len(name) > maxNameLength:
+		return fmt.Sprintf("name is %d bytes long; use at most %d (a Snyk org ID, or a shorter slug)", len(name), maxNameLength)
+	case strings.Contains(name, ".."):
+		// Vault's storage refuses keys with "..": say so instead of a 500.
+		return fmt.Sprintf("name %q must not contain \"..\"", name)
+	case !isUUID(name) && !slugPattern.MatchString(name):
+		return fmt.Sprintf("name %q must be a Snyk org ID (UUID) or a lower-case slug matching [a-z0-9][a-z0-9._-]*", name)
+	}
+	return ""
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-	"github.com/hashicorp/vault/sdk/rotation"
 
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm"
 )
@@ -145,100 +144,6 @@ func (e *integrationEntry) apiURL() string {
 	return scm.DefaultAPIURL(e.SCM, e.SCMURL)
 }
 
-// policy is an integration's effective rotation settings: its overrides on
-// top of the mount's defaults.
-type policy struct {
-	TTL                      time.Duration
-	RotationPeriod           time.Duration
-	RotationSchedule         string
-	RotationWindow           time.Duration
-	ProvisionAhead           time.Duration
-	DisableAutomatedRotation bool
-}
-
-func (e *integrationEntry) policy(cfg *snykConfig) policy {
-	p := policy{
-		TTL:                      cfg.TTL,
-		RotationPeriod:           cfg.RotationPeriod,
-		ProvisionAhead:           cfg.ProvisionAhead,
-		DisableAutomatedRotation: e.DisableAutomatedRotation,
-	}
-	if e.TTL > 0 {
-		p.TTL = e.TTL
-	}
-	if e.ProvisionAhead > 0 {
-		p.ProvisionAhead = e.ProvisionAhead
-	}
-	switch {
-	case e.RotationSchedule != "":
-		p.RotationSchedule = e.RotationSchedule
-		p.RotationWindow = e.RotationWindow
-		p.RotationPeriod = 0
-	case e.RotationPeriod > 0:
-		p.RotationPeriod = e.RotationPeriod
-	}
-	return p
-}
-
-func (p policy) schedule() (*rotation.RotationSchedule, error) {
-	rs := &rotation.RotationSchedule{
-		RotationPeriod:   p.RotationPeriod,
-		RotationSchedule: p.RotationSchedule,
-		RotationWindow:   p.RotationWindow,
-	}
-	if p.RotationSchedule != "" {
-		sched, err := rotation.DefaultScheduler.Parse(p.RotationSchedule)
-		if err != nil {
-			return nil, err
-		}
-		rs.Schedule = sched
-	}
-	return rs, nil
-}
-
-// nextRotation is the first scheduled switch after from.
-func (p policy) nextRotation(from time.Time) (time.Time, error) {
-	rs, err := p.schedule()
-	if err != nil {
-		return time.Time{}, err
-	}
-	return rotation.DefaultScheduler.NextRotationTimeFromInput(rs, from).UTC(), nil
-}
-
-// problems returns what is wrong with the effective policy, each naming the
-// field and the fix.
-func (p policy) problems(now time.Time) []string {
-	var out []string
-	if p.TTL <= 0 {
-		out = append(out, "ttl must be a positive duration such as 1h")
-	}
-	if p.RotationSchedule != "" {
-		if _, err := rotation.DefaultScheduler.Parse(p.RotationSchedule); err != nil {
-			out = append(out, fmt.Sprintf("rotation_schedule %q is not a 5-field cron expression (minute hour day-of-month month day-of-week, UTC), e.g. \"0 3 1 */3 *\": %v", p.RotationSchedule, err))
-			return out
-		}
-		if p.RotationWindow != 0 {
-			if err := rotation.DefaultScheduler.ValidateRotationWindow(int(p.RotationWindow.Seconds())); err != nil {
-				out = append(out, fmt.Sprintf("rotation_window must be at least 1h (3600 seconds), got %s", p.RotationWindow))
-			}
-		}
-		// Provisioning must happen after the previous switch, so provision
-		// ahead has to fit between two consecutive cron times.
-		first, _ := p.nextRotation(now)
-		second, _ := p.nextRotation(first)
-		if gap := second.Sub(first); p.ProvisionAhead >= gap {
-			out = append(out, fmt.Sprintf("provision_ahead (%s) must be shorter than the interval between scheduled rotations (%s): lower provision_ahead or space out rotation_schedule", p.ProvisionAhead, gap))
-		}
-		return out
-	}
-	if p.RotationPeriod <= 0 {
-		out = append(out, "rotation_period must be a positive duration such as 2160h")
-	} else if p.ProvisionAhead >= p.RotationPeriod {
-		out = append(out, fmt.Sprintf("provision_ahead (%s) must be shorter than rotation_period (%s): the provisional token is obtained that long before each switch", p.ProvisionAhead, p.RotationPeriod))
-	}
-	return out
-}
-
 // fingerprint identifies a token without revealing it.
 func fingerprint(secret string) string {
 	if secret == "" {
@@ -246,51 +151,6 @@ func fingerprint(secret string) string {
 	}
 	sum := sha256.Sum256([]byte(secret))
 	return "sha256:" + hex.EncodeToString(sum[:6])
-}
-
-// brokerEnv is the Snyk Broker client's environment for this integration:
-// what a Vault Agent template ranges over to render the container's env.
-// Host values carry no scheme, as the Broker's client templates expect.
-func (e *integrationEntry) brokerEnv(brokerToken, brokerServerURL string) map[string]string {
-	env := map[string]string{
-		"BROKER_TOKEN":      brokerToken,
-		"BROKER_SERVER_URL": brokerServerURL,
-	}
-	if e.BrokerClientURL != "" {
-		env["BROKER_CLIENT_URL"] = e.BrokerClientURL
-	}
-	api := hostPath(e.apiURL())
-	switch e.SCM {
-	case scm.GitHub:
-		env["GITHUB_TOKEN"] = e.SCMToken
-		env["GITHUB"] = hostPath(e.SCMURL)
-		env["GITHUB_API"] = api
-		// github.com serves GraphQL on the REST API host.
-		env["GITHUB_GRAPHQL"] = api
-	case scm.GitHubEnterprise:
-		env["GITHUB_TOKEN"] = e.SCMToken
-		env["GITHUB"] = hostPath(e.SCMURL)
-		env["GITHUB_API"] = api
-		// GHE serves GraphQL at <host>/api, beside REST at <host>/api/v3.
-		env["GITHUB_GRAPHQL"] = strings.TrimSuffix(api, "/v3")
-	case scm.GitLab:
-		env["GITLAB_TOKEN"] = e.SCMToken
-		env["GITLAB"] = hostPath(e.SCMURL)
-	case scm.AzureRepos:
-		env["AZURE_REPOS_TOKEN"] = e.SCMToken
-		env["AZURE_REPOS_ORG"] = e.AzureOrg
-		env["AZURE_REPOS_HOST"] = api
-	case scm.BitbucketServer:
-		if e.SCMToken != "" {
-			env["BITBUCKET_PAT"] = e.SCMToken
-		} else {
-			env["BITBUCKET_USERNAME"] = e.SCMUsername
-			env["BITBUCKET_PASSWORD"] = e.SCMPassword
-		}
-		env["BITBUCKET"] = hostPath(e.SCMURL)
-		env["BITBUCKET_API"] = api + "/rest/api/1.0"
-	}
-	return env
 }
 
 // statusData is the non-secret view of an integration shared by the
@@ -365,4 +225,42 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// listIntegrations loads every stored integration.
+func listIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEntry, error) {
+	keys, err := listIntegrationKeys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*integrationEntry, 0, len(keys))
+	for _, key := range keys {
+		name, kind := splitQueueKey(key)
+		e, err := getIntegration(ctx, s, name, kind)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func listIntegrationKeys(ctx context.Context, s logical.Storage) ([]string, error) {
+	orgs, err := s.List(ctx, integrationStoragePrefix)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, org := range orgs {
+		scms, err := s.List(ctx, integrationStoragePrefix+org)
+		if err != nil {
+			return nil, err
+		}
+		for _, kind := range scms {
+			keys = append(keys, strings.TrimSuffix(org, "/")+"/"+kind)
+		}
+	}
+	return keys, nil
 }

@@ -2,23 +2,14 @@ package backend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
 )
-
-const secretTypeBrokerToken = "snyk_broker_token"
-
-// minLeaseTTL keeps leases near a switch from being so short that Vault
-// Agent's re-read lands in the same second as the previous one and is
-// dropped as "no new data" (vault-plugin-practice.md §5.3).
-const minLeaseTTL = 2 * time.Second
 
 func pathBroker(b *backend) []*framework.Path {
 	return []*framework.Path{
@@ -84,25 +75,6 @@ var brokerResponseFields = map[string]*framework.FieldSchema{
 	"rotation_window":     {Type: framework.TypeDurationSecond},
 }
 
-func secretBrokerToken(b *backend) *framework.Secret {
-	return &framework.Secret{
-		Type: secretTypeBrokerToken,
-		Fields: map[string]*framework.FieldSchema{
-			"broker_token": {Type: framework.TypeString, Description: "Snyk Broker token"},
-		},
-		// No Renew: the lease is non-renewable so that consumers re-read at
-		// its end, which is never past the next switch.
-		Revoke: b.revokeBrokerLease,
-	}
-}
-
-// revokeBrokerLease changes nothing upstream: the token is shared by every
-// Broker client of the integration, and one consumer's lease ending must
-// not cut off the others. It always succeeds so leases never pile up.
-func (b *backend) revokeBrokerLease(_ context.Context, _ *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	return nil, nil
-}
-
 func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name, kind := d.Get("name").(string), d.Get("scm").(string)
 	if p := checkPathNames(name, kind); p != "" {
@@ -164,48 +136,6 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 	resp.Secret.MaxTTL = ttl
 	resp.Secret.Renewable = false
 	return resp, nil
-}
-
-// While a due provision has not happened yet, the new token may appear any
-// moment. For the first overdueGrace (the ticker's lag, a retry) leases get
-// the floor so next_broker_token is seen within seconds; after that (waiting
-// for the Snyk group's slot or the request budget, possibly for hours) they
-// get overdueProvisionLeaseTTL, to not turn every consumer into a poller.
-const (
-	overdueGrace             = 30 * time.Second
-	overdueProvisionLeaseTTL = 15 * time.Second
-)
-
-// leaseTTL is the integration's ttl, but never past its next phase change:
-// the switch (so every consumer re-reads right after it) and, before that,
-// the provision (so consumers of next_broker_token see it at once).
-func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
-	ttl := p.TTL
-	if e.NextVaultRotation.IsZero() || (p.DisableAutomatedRotation && e.ProvisionalToken == "") {
-		return ttl
-	}
-	phase := e.switchNotBefore(p, now)
-	if e.ProvisionalToken == "" {
-		provisionAt := e.NextVaultRotation.Add(-p.ProvisionAhead)
-		if !e.RetryAt.IsZero() {
-			provisionAt = e.RetryAt
-		}
-		switch {
-		case provisionAt.After(now):
-			phase = provisionAt
-		case now.Sub(provisionAt) < overdueGrace:
-			phase = now.Add(minLeaseTTL)
-		default:
-			phase = now.Add(overdueProvisionLeaseTTL)
-		}
-	}
-	if untilPhase := phase.Sub(now); untilPhase < ttl {
-		ttl = untilPhase
-	}
-	if ttl < minLeaseTTL {
-		ttl = minLeaseTTL
-	}
-	return ttl
 }
 
 func brokerRotateFields() map[string]*framework.FieldSchema {
@@ -277,15 +207,6 @@ func (b *backend) pathBrokerRotate(ctx context.Context, req *logical.Request, d 
 	return &logical.Response{Data: e.statusData(cfg)}, nil
 }
 
-// mapToStruct decodes a WAL's generic data into a typed struct.
-func mapToStruct(in interface{}, out interface{}) error {
-	raw, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(raw, out)
-}
-
 const pathBrokerHelpDesc = `
 Reading broker/<name>/<scm> returns what a Snyk Broker client of this
 integration needs, under a lease (secret type snyk_broker_token):
@@ -327,21 +248,3 @@ tell who switched what.
 
   vault write -f snyk/broker/payments/github/rotate
 `
-
-// switchNotBefore is the earliest instant the served token can change by a
-// scheduled switch. A switch needs a held provisional token and is retried at
-// RetryAt after a failure; without a provisional token, provisioning comes
-// first and the switch follows it by provision_ahead at the earliest.
-func (e *integrationEntry) switchNotBefore(p policy, now time.Time) time.Time {
-	at := e.NextVaultRotation
-	if e.ProvisionalToken != "" {
-		if e.RetryAt.After(at) {
-			at = e.RetryAt
-		}
-		return at
-	}
-	if earliest := now.Add(p.ProvisionAhead); earliest.After(at) {
-		at = earliest
-	}
-	return at
-}

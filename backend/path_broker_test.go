@@ -3,13 +3,14 @@ package backend
 import (
 	"context"
 	"encoding/json"
-	"github.com/hashicorp/vault/sdk/framework"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
 
 	"github.com/hashicorp/vault/sdk/logical"
 

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/queue"
 
@@ -207,44 +206,6 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
 	return nil
 }
 
-// listIntegrations loads every stored integration.
-func listIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEntry, error) {
-	keys, err := listIntegrationKeys(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*integrationEntry, 0, len(keys))
-	for _, key := range keys {
-		name, kind := splitQueueKey(key)
-		e, err := getIntegration(ctx, s, name, kind)
-		if err != nil {
-			return nil, err
-		}
-		if e != nil {
-			out = append(out, e)
-		}
-	}
-	return out, nil
-}
-
-func listIntegrationKeys(ctx context.Context, s logical.Storage) ([]string, error) {
-	orgs, err := s.List(ctx, integrationStoragePrefix)
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	for _, org := range orgs {
-		scms, err := s.List(ctx, integrationStoragePrefix+org)
-		if err != nil {
-			return nil, err
-		}
-		for _, kind := range scms {
-			keys = append(keys, strings.TrimSuffix(org, "/")+"/"+kind)
-		}
-	}
-	return keys, nil
-}
-
 func (m *rotationManager) start(s logical.Storage) {
 	m.stop() // a second initialization replaces the ticker, never doubles it
 	ctx, cancel := context.WithCancel(context.Background())
@@ -344,24 +305,6 @@ func (m *rotationManager) queueLen() int {
 	return m.queue.Len()
 }
 
-// nextAction is when the integration next needs the engine, if ever.
-//
-// A provisional token Vault holds is always switched at next_vault_rotation,
-// even with disable_automated_rotation: left alone it would block every
-// rotation in its Snyk group, and there is no API to cancel it.
-func (e *integrationEntry) nextAction(p policy) (time.Time, bool) {
-	if e.NextVaultRotation.IsZero() || (p.DisableAutomatedRotation && e.ProvisionalToken == "") {
-		return time.Time{}, false
-	}
-	if !e.RetryAt.IsZero() {
-		return e.RetryAt, true
-	}
-	if e.ProvisionalToken != "" {
-		return e.NextVaultRotation, true
-	}
-	return e.NextVaultRotation.Add(-p.ProvisionAhead), true
-}
-
 // schedule (re)queues an integration at its next action, or drops it.
 func (m *rotationManager) schedule(e *integrationEntry, cfg *snykConfig) {
 	key := queueKey(e.Name, e.SCM)
@@ -381,53 +324,6 @@ func (m *rotationManager) pushAt(key string, at time.Time) {
 	_, _ = m.queue.PopByKey(key)
 	_ = m.queue.Push(&queue.Item{Key: key, Priority: at.UnixMilli()})
 	m.nudge()
-}
-
-// budget is a token bucket of Snyk requests for the whole mount, refilled
-// continuously at the configured rate per minute. It keeps a storm of due
-// rotations below Snyk's rate limit instead of discovering it through 429s.
-func (m *rotationManager) takeToken(cfg *snykConfig, now time.Time) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.refillLocked(cfg, now)
-	if m.tokens < 1 {
-		return false
-	}
-	m.tokens--
-	return true
-}
-
-// chargeToken spends a token even into debt: manual rotations are never
-// refused for budget, but the background work pays for them.
-func (m *rotationManager) chargeToken(cfg *snykConfig, now time.Time) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.refillLocked(cfg, now)
-	m.tokens--
-}
-
-func (m *rotationManager) refillLocked(cfg *snykConfig, now time.Time) {
-	perMinute := float64(cfg.rotationBudget())
-	burst := perMinute / 60
-	if burst < 1 {
-		burst = 1
-	}
-	if m.refilledAt.IsZero() {
-		m.tokens, m.refilledAt = burst, now
-		return
-	}
-	if elapsed := now.Sub(m.refilledAt); elapsed > 0 {
-		m.tokens += elapsed.Minutes() * perMinute
-		if m.tokens > burst {
-			m.tokens = burst
-		}
-		m.refilledAt = now
-	}
-}
-
-// tokenWait is roughly how long until the next token.
-func (m *rotationManager) tokenWait(cfg *snykConfig) time.Duration {
-	return time.Duration(float64(time.Minute) / float64(cfg.rotationBudget()))
 }
 
 // tick pops what is due (no more than the budget allows) and works through
@@ -583,83 +479,6 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 	m.schedule(e, cfg)
 }
 
-// resolveLane looks the org's Snyk group up once and remembers it.
-func (m *rotationManager) resolveLane(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, background bool) (string, error) {
-	if e.GroupResolved {
-		return laneKey(e), nil
-	}
-	now := m.b.now()
-	if background {
-		if !m.takeToken(cfg, now) {
-			return "", errBudgetExhausted
-		}
-	} else {
-		m.chargeToken(cfg, now)
-	}
-	group, err := client.OrgGroupID(ctx, e.OrgID)
-	switch {
-	case err == nil:
-		e.GroupID = group
-	case snyk.Classify(snyk.OpLookup, err) == snyk.NotARefusal:
-		// Rate limited, a 5xx or the network: try again later.
-		return "", err
-	case snyk.Classify(snyk.OpLookup, err) == snyk.RefusalUnauthorized || snyk.Classify(snyk.OpLookup, err) == snyk.RefusalForbidden:
-		// A credential being replaced or a permission being fixed: a failure
-		// to record and retry, not a reason to serialize this org with the
-		// whole mount for good.
-		return "", fmt.Errorf("looking up the org's Snyk group (GET /rest/orgs/%s) was refused; the configured credential needs to read the org: %w", e.OrgID, err)
-	default:
-		// The REST org endpoint may be refused to this credential; a single
-		// lane for the whole mount is always safe, only slower.
-		m.b.log().Warn("could not look up the org's Snyk group; serializing its rotations with the whole mount",
-			"org_id", e.OrgID, "error", err)
-		e.GroupLookupFailed = true
-	}
-	e.GroupResolved = true
-	if stored, err := getIntegration(ctx, s, e.Name, e.SCM); err != nil {
-		return "", err
-	} else if stored != nil {
-		if err := putIntegration(ctx, s, e); err != nil {
-			return "", err
-		}
-	}
-	return laneKey(e), nil
-}
-
-// provisionStep obtains the provisional token for a due integration.
-func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry) error {
-	if _, err := m.obtainProvisional(ctx, s, client, cfg, e, provisionScheduled); err != nil {
-		return err
-	}
-	m.b.sendEvent(ctx, eventBrokerProvision, e, "next_switch_at", e.NextVaultRotation.Format(time.RFC3339))
-	return nil
-}
-
-// switchStep makes the provisional token current and frees the slot, in the
-// lane the slot was taken in.
-func (m *rotationManager) switchStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, key string) error {
-	laneName, ok := m.holdsSlot(key)
-	if !ok {
-		laneName = laneKey(e)
-	}
-	l := m.lane(laneName)
-	l.busy.Lock()
-	defer l.busy.Unlock()
-	err := m.b.switchToken(ctx, s, client, cfg, e)
-	var notStored *errNotStored
-	switch {
-	case errors.As(err, &notStored):
-		// Snyk switched: its group slot is free. The entry that records the
-		// switch is stored before anything else happens to it.
-		m.keepUnsaved(key, e, notStored)
-	case err != nil:
-		return err
-	}
-	m.release(key)
-	m.b.sendEvent(ctx, eventBrokerSwitch, e, "next_vault_rotation", e.NextVaultRotation.Format(time.RFC3339))
-	return err
-}
-
 // recordFailure stores the error on the integration, backs off and requeues.
 // It never loops: every failure pushes the next attempt into the future.
 func (m *rotationManager) recordFailure(ctx context.Context, s logical.Storage, cfg *snykConfig, e *integrationEntry, err error) {
@@ -707,103 +526,4 @@ func (m *rotationManager) recordFailure(ctx context.Context, s logical.Storage, 
 	b.log().Error("Broker token rotation step failed", "integration", key, "integration_id", e.IntegrationID, "error", err, "retry_at", e.RetryAt)
 	b.sendEvent(ctx, eventBrokerRotateFail, e, "error", msg)
 	m.schedule(e, cfg)
-}
-
-// sendEvent publishes a rotation event; a Vault without an event bus is fine.
-func (b *backend) sendEvent(ctx context.Context, eventType string, e *integrationEntry, extra ...string) {
-	pairs := append([]string{
-		logical.EventMetadataPath, "broker/" + e.Name + "/" + e.SCM,
-		logical.EventMetadataDataPath, "broker/" + e.Name + "/" + e.SCM,
-		logical.EventMetadataModified, "true",
-		"name", e.Name, "scm", e.SCM, "org_id", e.OrgID, "integration_id", e.IntegrationID,
-	}, extra...)
-	if err := logical.SendEvent(ctx, b, eventType, pairs...); err != nil && !errors.Is(err, framework.ErrNoEvents) {
-		b.log().Debug("could not send event", "type", eventType, "error", err)
-	}
-}
-
-// reconcileWALs finishes or reports every call interrupted by a crash.
-// Called at initialization, before the queue starts.
-func (b *backend) reconcileWALs(ctx context.Context, s logical.Storage) error {
-	ids, err := framework.ListWAL(ctx, s)
-	if err != nil {
-		return err
-	}
-	for _, id := range ids {
-		w, err := framework.GetWAL(ctx, s, id)
-		if err != nil || w == nil {
-			continue
-		}
-		if err := b.walRollback(ctx, &logical.Request{Storage: s}, w.Kind, w.Data); err != nil {
-			b.log().Error("could not reconcile WAL entry", "wal_id", id, "kind", w.Kind, "error", err)
-			continue
-		}
-		b.deleteWAL(ctx, s, id)
-	}
-	return nil
-}
-
-// rotateNow is the manual rotation: provision (unless a provisional token is
-// held) and switch at once, through the same lanes and locks as the engine.
-// The caller holds the integration lock.
-func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry) error {
-	m := b.rotation
-	key := queueKey(e.Name, e.SCM)
-	err := func() error {
-		if !e.GroupResolved {
-			// Learn the group now (an adoption may have been made while the
-			// look-up failed), so later rotations leave the mount-wide lane.
-			// The slot already held stays where it was taken.
-			if _, err := m.resolveLane(ctx, s, client, cfg, e, false); err != nil {
-				b.log().Debug("org group look-up deferred", "org_id", e.OrgID, "error", err)
-			}
-		}
-		if e.ProvisionalToken == "" {
-			if _, err := m.obtainProvisional(ctx, s, client, cfg, e, provisionManual); err != nil {
-				return err
-			}
-			b.sendEvent(ctx, eventBrokerProvision, e, "manual", "true")
-		}
-		m.chargeToken(cfg, b.now())
-		return m.switchStep(ctx, s, client, cfg, e, key)
-	}()
-	var busy errLaneBusy
-	var notStored *errNotStored
-	switch {
-	case err == nil, errors.As(err, &busy):
-	case errors.As(err, &notStored):
-		// Kept in memory and stored by the next tick or request; recording
-		// the failure now would overwrite it with a stale copy.
-		b.log().Error("manual Broker token rotation could not store its result", "integration", key, "error", err)
-		m.pushAt(key, b.now().Add(firstFailureBackoff))
-		return err
-	default:
-		now := b.now().UTC()
-		e.LastRotationError = fmt.Sprintf("%s: manual rotation failed: %v", now.Format(time.RFC3339), err)
-		if e.ProvisionalToken != "" {
-			// The switch is owed: the engine retries it with back-off
-			// rather than at the next scheduled time.
-			e.backOff(now)
-		}
-		if putErr := putIntegration(context.WithoutCancel(ctx), s, e); putErr != nil {
-			b.log().Error("could not record the rotation error", "integration", key, "error", putErr)
-		}
-		b.sendEvent(ctx, eventBrokerRotateFail, e, "error", err.Error())
-	}
-	if err != nil {
-		b.log().Error("manual Broker token rotation failed", "integration", key, "integration_id", e.IntegrationID, "error", err)
-	}
-	m.schedule(e, cfg)
-	return err
-}
-
-// backOff schedules the next attempt of a failed step: 10 s, doubling, at
-// most 30 minutes.
-func (e *integrationEntry) backOff(now time.Time) {
-	e.Failures++
-	backoff := firstFailureBackoff << (e.Failures - 1)
-	if backoff > maxFailureBackoff || backoff <= 0 {
-		backoff = maxFailureBackoff
-	}
-	e.RetryAt = now.Add(backoff)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/queue"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
 )
 
 // Lanes serialize rotations that share one Snyk provisional-token slot. Snyk
@@ -323,3 +324,46 @@ func (b *backend) recordWaiting(ctx context.Context, s logical.Storage, key stri
 
 func splitKeyName(key string) string { n, _ := splitQueueKey(key); return n }
 func splitKeySCM(key string) string  { _, k := splitQueueKey(key); return k }
+
+// resolveLane looks the org's Snyk group up once and remembers it.
+func (m *rotationManager) resolveLane(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, background bool) (string, error) {
+	if e.GroupResolved {
+		return laneKey(e), nil
+	}
+	now := m.b.now()
+	if background {
+		if !m.takeToken(cfg, now) {
+			return "", errBudgetExhausted
+		}
+	} else {
+		m.chargeToken(cfg, now)
+	}
+	group, err := client.OrgGroupID(ctx, e.OrgID)
+	switch {
+	case err == nil:
+		e.GroupID = group
+	case snyk.Classify(snyk.OpLookup, err) == snyk.NotARefusal:
+		// Rate limited, a 5xx or the network: try again later.
+		return "", err
+	case snyk.Classify(snyk.OpLookup, err) == snyk.RefusalUnauthorized || snyk.Classify(snyk.OpLookup, err) == snyk.RefusalForbidden:
+		// A credential being replaced or a permission being fixed: a failure
+		// to record and retry, not a reason to serialize this org with the
+		// whole mount for good.
+		return "", fmt.Errorf("looking up the org's Snyk group (GET /rest/orgs/%s) was refused; the configured credential needs to read the org: %w", e.OrgID, err)
+	default:
+		// The REST org endpoint may be refused to this credential; a single
+		// lane for the whole mount is always safe, only slower.
+		m.b.log().Warn("could not look up the org's Snyk group; serializing its rotations with the whole mount",
+			"org_id", e.OrgID, "error", err)
+		e.GroupLookupFailed = true
+	}
+	e.GroupResolved = true
+	if stored, err := getIntegration(ctx, s, e.Name, e.SCM); err != nil {
+		return "", err
+	} else if stored != nil {
+		if err := putIntegration(ctx, s, e); err != nil {
+			return "", err
+		}
+	}
+	return laneKey(e), nil
+}

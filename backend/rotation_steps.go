@@ -123,75 +123,90 @@ func (m *rotationManager) obtainProvisional(ctx context.Context, s logical.Stora
 	return provisionResult{Holder: holder}, err
 }
 
-// keepUnsaved remembers an entry whose Snyk result could not be stored, with
-// a last_rotation_error that names the step, so that it is stored, exactly
-// as it is, before anything else happens to the integration.
-func (m *rotationManager) keepUnsaved(key string, e *integrationEntry, cause *errNotStored) {
-	kept := *e
-	now := m.b.now().UTC().Format(time.RFC3339)
-	switch cause.step {
-	case walKindProvision:
-		kept.LastRotationError = fmt.Sprintf("%s: Snyk issued a provisional token but storing it failed (%v); Vault kept it and stored it once storage answered; its switch stays due at %s",
-			now, cause.err, kept.NextVaultRotation.UTC().Format(time.RFC3339))
-	case walKindSwitch:
-		kept.LastRotationError = fmt.Sprintf("%s: Snyk switched the token but storing the switch failed (%v); Vault kept it and stored it once storage answered",
-			now, cause.err)
+// provisionStep obtains the provisional token for a due integration.
+func (m *rotationManager) provisionStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry) error {
+	if _, err := m.obtainProvisional(ctx, s, client, cfg, e, provisionScheduled); err != nil {
+		return err
 	}
-	m.mu.Lock()
-	m.unsaved[key] = &kept
-	m.mu.Unlock()
-	m.b.log().Error("a Snyk result could not be stored; it is kept in memory and stored when storage answers", "integration", key, "step", cause.step, "error", cause.err)
-}
-
-// flushUnsaved stores the entry keepUnsaved kept for key, if any. Until it
-// succeeds, nothing may act on the stored copy, which the kept one
-// supersedes. The caller holds the integration lock.
-func (m *rotationManager) flushUnsaved(ctx context.Context, s logical.Storage, key string) error {
-	m.mu.Lock()
-	e := m.unsaved[key]
-	m.mu.Unlock()
-	if e == nil {
-		return nil
-	}
-	if err := putIntegration(ctx, s, e); err != nil {
-		return fmt.Errorf("the last Snyk result for %s is not stored yet (storage: %w); retry shortly", key, err)
-	}
-	m.mu.Lock()
-	if m.unsaved[key] == e {
-		delete(m.unsaved, key)
-	}
-	m.mu.Unlock()
-	m.b.log().Info("stored a Snyk result kept in memory", "integration", key)
+	m.b.sendEvent(ctx, eventBrokerProvision, e, "next_switch_at", e.NextVaultRotation.Format(time.RFC3339))
 	return nil
 }
 
-// unsavedEntry returns the kept entry for key, for reads: it is newer than
-// the stored one.
-func (m *rotationManager) unsavedEntry(key string) *integrationEntry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e := m.unsaved[key]; e != nil {
-		c := *e
-		return &c
+// switchStep makes the provisional token current and frees the slot, in the
+// lane the slot was taken in.
+func (m *rotationManager) switchStep(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry, key string) error {
+	laneName, ok := m.holdsSlot(key)
+	if !ok {
+		laneName = laneKey(e)
 	}
-	return nil
+	l := m.lane(laneName)
+	l.busy.Lock()
+	defer l.busy.Unlock()
+	err := m.b.switchToken(ctx, s, client, cfg, e)
+	var notStored *errNotStored
+	switch {
+	case errors.As(err, &notStored):
+		// Snyk switched: its group slot is free. The entry that records the
+		// switch is stored before anything else happens to it.
+		m.keepUnsaved(key, e, notStored)
+	case err != nil:
+		return err
+	}
+	m.release(key)
+	m.b.sendEvent(ctx, eventBrokerSwitch, e, "next_vault_rotation", e.NextVaultRotation.Format(time.RFC3339))
+	return err
 }
 
-// currentIntegration reads an integration as the engine knows it: a Snyk
-// result kept in memory because storage failed is newer than the stored copy.
-func (b *backend) currentIntegration(ctx context.Context, s logical.Storage, name, scmKind string) (*integrationEntry, error) {
-	if e := b.rotation.unsavedEntry(queueKey(name, scmKind)); e != nil {
-		return e, nil
+// rotateNow is the manual rotation: provision (unless a provisional token is
+// held) and switch at once, through the same lanes and locks as the engine.
+// The caller holds the integration lock.
+func (b *backend) rotateNow(ctx context.Context, s logical.Storage, client *snyk.Client, cfg *snykConfig, e *integrationEntry) error {
+	m := b.rotation
+	key := queueKey(e.Name, e.SCM)
+	err := func() error {
+		if !e.GroupResolved {
+			// Learn the group now (an adoption may have been made while the
+			// look-up failed), so later rotations leave the mount-wide lane.
+			// The slot already held stays where it was taken.
+			if _, err := m.resolveLane(ctx, s, client, cfg, e, false); err != nil {
+				b.log().Debug("org group look-up deferred", "org_id", e.OrgID, "error", err)
+			}
+		}
+		if e.ProvisionalToken == "" {
+			if _, err := m.obtainProvisional(ctx, s, client, cfg, e, provisionManual); err != nil {
+				return err
+			}
+			b.sendEvent(ctx, eventBrokerProvision, e, "manual", "true")
+		}
+		m.chargeToken(cfg, b.now())
+		return m.switchStep(ctx, s, client, cfg, e, key)
+	}()
+	var busy errLaneBusy
+	var notStored *errNotStored
+	switch {
+	case err == nil, errors.As(err, &busy):
+	case errors.As(err, &notStored):
+		// Kept in memory and stored by the next tick or request; recording
+		// the failure now would overwrite it with a stale copy.
+		b.log().Error("manual Broker token rotation could not store its result", "integration", key, "error", err)
+		m.pushAt(key, b.now().Add(firstFailureBackoff))
+		return err
+	default:
+		now := b.now().UTC()
+		e.LastRotationError = fmt.Sprintf("%s: manual rotation failed: %v", now.Format(time.RFC3339), err)
+		if e.ProvisionalToken != "" {
+			// The switch is owed: the engine retries it with back-off
+			// rather than at the next scheduled time.
+			e.backOff(now)
+		}
+		if putErr := putIntegration(context.WithoutCancel(ctx), s, e); putErr != nil {
+			b.log().Error("could not record the rotation error", "integration", key, "error", putErr)
+		}
+		b.sendEvent(ctx, eventBrokerRotateFail, e, "error", err.Error())
 	}
-	return getIntegration(ctx, s, name, scmKind)
-}
-
-// integrationForWrite reads an integration for a write, after storing any
-// kept Snyk result, so that the write never starts from a stale copy. The
-// caller holds the integration lock.
-func (b *backend) integrationForWrite(ctx context.Context, s logical.Storage, name, scmKind string) (*integrationEntry, error) {
-	if err := b.rotation.flushUnsaved(ctx, s, queueKey(name, scmKind)); err != nil {
-		return nil, err
+	if err != nil {
+		b.log().Error("manual Broker token rotation failed", "integration", key, "integration_id", e.IntegrationID, "error", err)
 	}
-	return getIntegration(ctx, s, name, scmKind)
+	m.schedule(e, cfg)
+	return err
 }

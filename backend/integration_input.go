@@ -1,0 +1,217 @@
+package backend
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm"
+)
+
+// integrationInput is what a write asked for beyond the stored fields.
+type integrationInput struct {
+	brokerToken     string
+	tokenSource     string
+	scmChanged      bool
+	scheduleChanged bool
+	// locationChanged lists the changed fields that decide where the SCM
+	// credential is sent; credentialSent: the write carries it.
+	locationChanged []string
+	credentialSent  bool
+}
+
+// parseIntegrationInput applies the request's fields to e and returns every
+// problem found, each naming the field and the fix.
+func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.FieldData) (integrationInput, []string) {
+	var in integrationInput
+	var problems []string
+	str := func(field string) (string, bool) {
+		v, ok := d.GetOk(field)
+		if !ok {
+			return "", false
+		}
+		return strings.TrimSpace(v.(string)), true
+	}
+
+	// Identity: fixed at creation.
+	if v, ok := str("org_id"); ok && v != e.OrgID {
+		if !creating {
+			problems = append(problems, "org_id cannot change on an existing integration: delete it and create it again")
+		} else if !isUUID(v) {
+			problems = append(problems, fmt.Sprintf("org_id must be a Snyk org ID (a UUID such as 4a18d42f-0706-4ad0-b127-24078731fbed), got %q", v))
+		} else {
+			e.OrgID = strings.ToLower(v)
+		}
+	}
+	if creating && e.OrgID == "" {
+		if isUUID(e.Name) {
+			e.OrgID = strings.ToLower(e.Name)
+		} else {
+			problems = append(problems, fmt.Sprintf("org_id is required because the name %q is not a Snyk org ID: pass org_id=<the org's UUID>", e.Name))
+		}
+	}
+	if v, ok := str("integration_id"); ok && v != e.IntegrationID {
+		if !creating {
+			problems = append(problems, "integration_id cannot change on an existing integration: delete it and create it again")
+		} else if !isUUID(v) {
+			problems = append(problems, fmt.Sprintf("integration_id must be a Snyk integration ID (UUID), got %q", v))
+		} else {
+			e.IntegrationID = strings.ToLower(v)
+		}
+	}
+
+	// SCM location.
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"scm_url", &e.SCMURL}, {"scm_api_url", &e.SCMAPIURL}} {
+		if v, ok := str(f.name); ok {
+			v = normalizeURL(v)
+			if v != *f.dst {
+				in.scmChanged = true
+				in.locationChanged = append(in.locationChanged, f.name)
+			}
+			*f.dst = v
+		}
+	}
+	if e.SCMURL == "" {
+		e.SCMURL = scm.DefaultSCMURL(e.SCM)
+	}
+	if e.SCMURL == "" {
+		problems = append(problems, fmt.Sprintf("scm_url is required for %s: pass the server's base URL, e.g. scm_url=https://%s.example.com", e.SCM, strings.Split(e.SCM, "-")[0]))
+	} else if p := checkHTTPSURL("scm_url", e.SCMURL); p != "" {
+		problems = append(problems, p)
+	}
+	if e.SCMAPIURL != "" {
+		if p := checkHTTPSURL("scm_api_url", e.SCMAPIURL); p != "" {
+			problems = append(problems, p)
+		}
+	}
+	if v, ok := str("azure_org"); ok {
+		if v != e.AzureOrg {
+			in.scmChanged = true
+			in.locationChanged = append(in.locationChanged, "azure_org")
+		}
+		e.AzureOrg = v
+	}
+	if e.SCM == scm.AzureRepos && e.AzureOrg == "" {
+		problems = append(problems, "azure_org is required for azure-repos: pass the Azure DevOps organization name (the <org> in https://dev.azure.com/<org>)")
+	}
+	if e.SCM != scm.AzureRepos && e.AzureOrg != "" {
+		problems = append(problems, "azure_org applies only to azure-repos: remove it")
+	}
+	if v, ok := str("broker_client_url"); ok {
+		if v != "" {
+			// The Broker client's own URL is often plain http inside a
+			// cluster network; it is shown in reads, so no credentials.
+			if p := checkClientURL(v); p != "" {
+				problems = append(problems, p)
+			}
+		}
+		e.BrokerClientURL = v
+	}
+
+	// SCM credential.
+	token, hasToken := str("scm_token")
+	user, hasUser := str("scm_username")
+	pass, hasPass := str("scm_password")
+	in.credentialSent = hasToken || hasPass
+	if hasToken || hasUser || hasPass {
+		in.scmChanged = true
+		switch {
+		case hasToken && (hasUser || hasPass):
+			problems = append(problems, "send either scm_token, or scm_username with scm_password, not both")
+		case hasToken:
+			e.SCMToken, e.SCMUsername, e.SCMPassword = token, "", ""
+		default:
+			e.SCMToken = ""
+			if hasUser {
+				e.SCMUsername = user
+			}
+			if hasPass {
+				e.SCMPassword = pass
+			}
+		}
+	}
+	switch {
+	case e.SCM == scm.BitbucketServer:
+		if e.SCMToken == "" && (e.SCMUsername == "" || e.SCMPassword == "") {
+			problems = append(problems, "bitbucket-server needs scm_token (an HTTP access token, sent as bearer) or scm_username with scm_password")
+		}
+	case e.SCMUsername != "" || e.SCMPassword != "":
+		problems = append(problems, fmt.Sprintf("scm_username/scm_password apply only to bitbucket-server: pass the %s token as scm_token", e.SCM))
+	case e.SCMToken == "":
+		problems = append(problems, fmt.Sprintf("scm_token is required: pass the %s personal access token the Broker client will use", e.SCM))
+	}
+	if v, ok := d.GetOk("skip_scm_validation"); ok {
+		e.SkipSCMValidation = v.(bool)
+	}
+
+	if v, ok := str("broker_token"); ok && v != "" {
+		if !isUUID(v) {
+			problems = append(problems, "broker_token must be a Snyk Broker token: a UUID such as 4a18d42f-0706-4ad0-b127-24078731fbed")
+		} else {
+			in.brokerToken = strings.ToLower(v)
+		}
+	}
+
+	if v, ok := str("broker_token_source"); ok && v != "" {
+		switch {
+		case !creating:
+			problems = append(problems, "broker_token_source applies only when the integration is created: drop it (to replace the token, rotate with broker/<name>/<scm>/rotate or import one with broker_token)")
+		case !slices.Contains(tokenSources, v):
+			problems = append(problems, fmt.Sprintf("broker_token_source must be one of %s, got %q", strings.Join(tokenSources, ", "), v))
+		case in.brokerToken != "" && v != tokenSourceAuto:
+			problems = append(problems, "broker_token imports a token, so broker_token_source="+v+" cannot apply: send one of them")
+		default:
+			in.tokenSource = v
+		}
+	}
+
+	// Rotation policy overrides, with the database static roles' rules.
+	if v, ok := d.GetOk("ttl"); ok {
+		e.TTL = time.Duration(v.(int)) * time.Second
+		if e.TTL < 0 {
+			problems = append(problems, "ttl must not be negative")
+		}
+	}
+	period, hasPeriod := d.GetOk("rotation_period")
+	schedule, hasSchedule := str("rotation_schedule")
+	window, hasWindow := d.GetOk("rotation_window")
+	if hasPeriod && period.(int) != 0 && hasSchedule && schedule != "" {
+		problems = append(problems, "rotation_period and rotation_schedule are mutually exclusive: send one of them")
+	}
+	if hasPeriod {
+		e.RotationPeriod = time.Duration(period.(int)) * time.Second
+		if e.RotationPeriod > 0 {
+			e.RotationSchedule, e.RotationWindow = "", 0
+		}
+		in.scheduleChanged = true
+	}
+	if hasSchedule {
+		e.RotationSchedule = schedule
+		if schedule != "" {
+			e.RotationPeriod = 0
+		} else {
+			e.RotationWindow = 0
+		}
+		in.scheduleChanged = true
+	}
+	if hasWindow {
+		e.RotationWindow = time.Duration(window.(int)) * time.Second
+		in.scheduleChanged = true
+	}
+	if e.RotationWindow != 0 && e.RotationSchedule == "" {
+		problems = append(problems, "rotation_window applies only with rotation_schedule: set rotation_schedule too, or drop rotation_window")
+	}
+	if v, ok := d.GetOk("provision_ahead"); ok {
+		e.ProvisionAhead = time.Duration(v.(int)) * time.Second
+		in.scheduleChanged = true
+	}
+	if v, ok := d.GetOk("disable_automated_rotation"); ok {
+		e.DisableAutomatedRotation = v.(bool)
+	}
+	return in, problems
+}
