@@ -14,7 +14,7 @@ import (
 
 const configStoragePath = "config"
 
-// Defaults of the mount-wide settings (interface.md, `config`).
+// Defaults of the mount-wide settings of snyk/config.
 const (
 	defaultTTL            = time.Hour
 	defaultRotationPeriod = 2160 * time.Hour // Snyk's 90-day advice

@@ -19,7 +19,7 @@ const integrationStoragePrefix = "integrations/"
 // errCorruptEntry: a stored entry that does not decode; retrying cannot help.
 var errCorruptEntry = errors.New("stored entry does not decode")
 
-// Rotation states reported on the integration (interface.md).
+// Rotation states reported on the integration (rotation_state).
 const (
 	// stateActive: Vault holds the current token and no provisional one.
 	stateActive = "active"

@@ -13,8 +13,10 @@ import (
 const secretTypeBrokerToken = "snyk_broker_token"
 
 // minLeaseTTL keeps leases near a switch from being so short that Vault
-// Agent's re-read lands in the same second as the previous one and is
-// dropped as "no new data" (vault-plugin-practice.md §5.3).
+// Agent's re-read lands in the same second as the previous one: Agent's
+// template engine compares the new secret with the last and renders nothing
+// when they are equal, and a lease that ends within a second of the previous
+// read can hand back the same data.
 const minLeaseTTL = 2 * time.Second
 
 func secretBrokerToken(b *backend) *framework.Secret {

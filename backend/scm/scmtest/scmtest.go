@@ -4,10 +4,11 @@
 // a table of credentials, so the same fake serves unit tests (through
 // tlstest's CA) and the engine's simulator process.
 //
-// The behaviour follows /work/shared/reference/scm-apis.md §7: bodies,
-// headers and status codes are those the reference records. Where the
-// reference marks a behaviour unverified, the fake picks the documented
-// reading and its doc comment says so.
+// Bodies, headers and status codes are those the SCMs document (GitHub's
+// REST reference, GitLab's personal access token and user APIs, Azure DevOps
+// REST, Bitbucket Server's REST reference). Where a behaviour is not
+// documented, the fake picks the documented reading and its doc comment says
+// so.
 //
 // Every route is wrapped by a fault.Injector (see Faults) under the route
 // name constants below, so a test can arm a 429/5xx/latency on one route and

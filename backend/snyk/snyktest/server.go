@@ -2,9 +2,11 @@
 // the v1 integrations API with Broker-token provisioning and switching, the
 // REST /self and /orgs/{id} reads and the OAuth client-credentials grant.
 //
-// It follows the behaviour written down in reference/snyk-api.md §8; where
-// Snyk's behaviour is undocumented the choice is a Behaviour switch. It is a
-// plain http.Handler so that a simulator process can serve it too.
+// It follows Snyk's API documentation (the v1 API Blueprint, the REST and
+// OAuth specifications at docs.snyk.io); where Snyk's behaviour is not
+// documented the choice is a Behaviour switch, so tests cover every plausible
+// answer. It is a plain http.Handler so that a simulator process can serve it
+// too.
 package snyktest
 
 import (

@@ -8,10 +8,11 @@ import (
 	"github.com/google/uuid"
 )
 
-// The state follows reference/snyk-api.md §8.1. Broker tokens belong to a
-// token group (shared by an integration and its clones) rather than to an
-// integration, and provisional tokens are limited per "lane": the Snyk group,
-// or the org itself for an org outside any group.
+// Broker tokens belong to a token group (shared by an integration and its
+// clones, which Snyk documents as switched together) rather than to an
+// integration, and provisional tokens are limited per "lane": the Snyk group
+// (Snyk allows one provisional token per group), or the org itself for an
+// org outside any group.
 
 type org struct {
 	id, groupID, name, slug string
