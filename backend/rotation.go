@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/queue"
+	"golang.org/x/time/rate"
 
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
 )
@@ -60,9 +61,10 @@ type rotationManager struct {
 	// unsaved holds entries whose Snyk result (a provisional token, a
 	// switch) could not be stored; they are stored before anything else
 	// happens to them.
-	unsaved     map[string]*integrationEntry
-	tokens      float64
-	refilledAt  time.Time
+	unsaved map[string]*integrationEntry
+	// limiter is the mount's Snyk request budget; pausedUntil stops every
+	// background call after a 429 (rotation_budget.go).
+	limiter     *rate.Limiter
 	pausedUntil time.Time
 	storage     logical.Storage
 	cancel      context.CancelFunc
@@ -348,10 +350,9 @@ func (m *rotationManager) tick(ctx context.Context) {
 		m.mu.Unlock()
 		return
 	}
-	m.refillLocked(cfg, now)
 	// Each popped item spends at most one token, plus one for a first group
 	// look-up; popping more than that would only push them back.
-	limit := int(m.tokens) + cfg.rotationWorkers()
+	limit := int(m.tokensLocked(cfg, now)) + cfg.rotationWorkers()
 	var due []string
 	for len(due) < limit && m.queue.Len() > 0 {
 		item, err := m.queue.Pop()
@@ -490,10 +491,7 @@ func (m *rotationManager) recordFailure(ctx context.Context, s logical.Storage, 
 	case snyk.StatusOf(err) == http.StatusTooManyRequests:
 		// Snyk keeps answering 429 while requests continue: stop every
 		// background call for the window instead of retrying into it.
-		m.mu.Lock()
-		m.pausedUntil = now.Add(rateLimitPause)
-		m.mu.Unlock()
-		e.RetryAt = now.Add(rateLimitPause)
+		e.RetryAt = m.pauseFor429(now)
 		msg = fmt.Sprintf("Snyk rate limit (429): background rotations paused until %s", e.RetryAt.Format(time.RFC3339))
 	case e.ProvisionalToken == "" && snyk.Classify(snyk.OpProvision, err) == snyk.RefusalProvisionalConflict:
 		e.Failures++

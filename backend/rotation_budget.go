@@ -1,50 +1,67 @@
 package backend
 
-import "time"
+import (
+	"time"
 
-// budget is a token bucket of Snyk requests for the whole mount, refilled
-// continuously at the configured rate per minute. It keeps a storm of due
-// rotations below Snyk's rate limit instead of discovering it through 429s.
+	"golang.org/x/time/rate"
+)
+
+// The request budget: a token bucket of Snyk requests for the whole mount,
+// refilled continuously at the configured rate per minute, and the pause
+// after a 429. It keeps a storm of due rotations below Snyk's rate limit
+// instead of discovering it through 429s; and once Snyk answers 429, it
+// stops every background call for Snyk's window, because Snyk keeps
+// answering 429 while requests continue. The limiter is read at the engine's
+// clock (the At/N methods), so tests drive it with a fake one.
+
+// limiterLocked returns the budget's limiter for cfg's rate, adjusting it
+// when the configured rate changed. The caller holds m.mu.
+func (m *rotationManager) limiterLocked(cfg *snykConfig, now time.Time) *rate.Limiter {
+	perMinute := cfg.rotationBudget()
+	limit := rate.Limit(float64(perMinute) / 60)
+	burst := max(1, perMinute/60)
+	switch {
+	case m.limiter == nil:
+		m.limiter = rate.NewLimiter(limit, burst)
+		m.limiter.AllowN(now, 0) // start the bucket's clock at the engine's time
+	case m.limiter.Limit() != limit || m.limiter.Burst() != burst:
+		m.limiter.SetLimitAt(now, limit)
+		m.limiter.SetBurstAt(now, burst)
+	}
+	return m.limiter
+}
+
+// takeToken spends one request of the budget, if there is one.
 func (m *rotationManager) takeToken(cfg *snykConfig, now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.refillLocked(cfg, now)
-	if m.tokens < 1 {
-		return false
-	}
-	m.tokens--
-	return true
+	return m.limiterLocked(cfg, now).AllowN(now, 1)
 }
 
-// chargeToken spends a token even into debt: manual rotations are never
+// chargeToken spends a request even into debt: manual rotations are never
 // refused for budget, but the background work pays for them.
 func (m *rotationManager) chargeToken(cfg *snykConfig, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.refillLocked(cfg, now)
-	m.tokens--
+	m.limiterLocked(cfg, now).ReserveN(now, 1)
 }
 
-func (m *rotationManager) refillLocked(cfg *snykConfig, now time.Time) {
-	perMinute := float64(cfg.rotationBudget())
-	burst := perMinute / 60
-	if burst < 1 {
-		burst = 1
-	}
-	if m.refilledAt.IsZero() {
-		m.tokens, m.refilledAt = burst, now
-		return
-	}
-	if elapsed := now.Sub(m.refilledAt); elapsed > 0 {
-		m.tokens += elapsed.Minutes() * perMinute
-		if m.tokens > burst {
-			m.tokens = burst
-		}
-		m.refilledAt = now
-	}
+// tokensLocked is how many requests the budget holds now (negative in
+// debt). The caller holds m.mu.
+func (m *rotationManager) tokensLocked(cfg *snykConfig, now time.Time) float64 {
+	return m.limiterLocked(cfg, now).TokensAt(now)
 }
 
-// tokenWait is roughly how long until the next token.
+// tokenWait is roughly how long until the next request is in the budget.
 func (m *rotationManager) tokenWait(cfg *snykConfig) time.Duration {
 	return time.Duration(float64(time.Minute) / float64(cfg.rotationBudget()))
+}
+
+// pauseFor429 stops every background call until Snyk's rate-limit window
+// has passed.
+func (m *rotationManager) pauseFor429(now time.Time) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pausedUntil = now.Add(rateLimitPause)
+	return m.pausedUntil
 }
