@@ -7,8 +7,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm"
 )
+
+// The fields of an integration write, one method per group: identity, SCM
+// location, SCM credential, Broker token and client, rotation policy. Each
+// applies its fields to the entry and returns every problem it found, each
+// naming the field and the fix. scm/validate uses only the two SCM groups.
 
 // integrationInput is what a write asked for beyond the stored fields.
 type integrationInput struct {
@@ -22,26 +28,49 @@ type integrationInput struct {
 	credentialSent  bool
 }
 
-// parseIntegrationInput applies the request's fields to e and returns every
-// problem found, each naming the field and the fix.
+// fieldReader reads a request's string fields trimmed.
+type fieldReader struct{ d *framework.FieldData }
+
+func (r fieldReader) str(field string) (string, bool) {
+	v, ok := r.d.GetOk(field)
+	if !ok {
+		return "", false
+	}
+	return strings.TrimSpace(v.(string)), true
+}
+
+// parseIntegrationInput applies every field group of the request to e.
 func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.FieldData) (integrationInput, []string) {
 	var in integrationInput
-	var problems []string
-	str := func(field string) (string, bool) {
-		v, ok := d.GetOk(field)
-		if !ok {
-			return "", false
-		}
-		return strings.TrimSpace(v.(string)), true
+	problems := e.applyIdentity(d, creating)
+	location, locationProblems := e.applySCMLocation(d)
+	problems = append(problems, locationProblems...)
+	in.locationChanged = location
+	sent, changed, credentialProblems := e.applySCMCredential(d)
+	problems = append(problems, credentialProblems...)
+	in.credentialSent = sent
+	in.scmChanged = changed || len(location) > 0
+	if v, ok := d.GetOk("skip_scm_validation"); ok {
+		e.SkipSCMValidation = v.(bool)
 	}
+	problems = append(problems, e.applyBrokerFields(d, creating, &in)...)
+	scheduleChanged, policyProblems := e.applyRotationPolicy(d)
+	in.scheduleChanged = scheduleChanged
+	problems = append(problems, policyProblems...)
+	return in, problems
+}
 
-	// Identity: fixed at creation.
-	if v, ok := str("org_id"); ok && v != e.OrgID {
-		if !creating {
+// applyIdentity sets org_id and integration_id, which are fixed at creation.
+func (e *integrationEntry) applyIdentity(d *framework.FieldData, creating bool) []string {
+	r := fieldReader{d}
+	var problems []string
+	if v, ok := r.str("org_id"); ok && v != e.OrgID {
+		switch {
+		case !creating:
 			problems = append(problems, "org_id cannot change on an existing integration: delete it and create it again")
-		} else if !isUUID(v) {
+		case !isUUID(v):
 			problems = append(problems, fmt.Sprintf("org_id must be a Snyk org ID (a UUID such as 4a18d42f-0706-4ad0-b127-24078731fbed), got %q", v))
-		} else {
+		default:
 			e.OrgID = strings.ToLower(v)
 		}
 	}
@@ -52,26 +81,31 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 			problems = append(problems, fmt.Sprintf("org_id is required because the name %q is not a Snyk org ID: pass org_id=<the org's UUID>", e.Name))
 		}
 	}
-	if v, ok := str("integration_id"); ok && v != e.IntegrationID {
-		if !creating {
+	if v, ok := r.str("integration_id"); ok && v != e.IntegrationID {
+		switch {
+		case !creating:
 			problems = append(problems, "integration_id cannot change on an existing integration: delete it and create it again")
-		} else if !isUUID(v) {
+		case !isUUID(v):
 			problems = append(problems, fmt.Sprintf("integration_id must be a Snyk integration ID (UUID), got %q", v))
-		} else {
+		default:
 			e.IntegrationID = strings.ToLower(v)
 		}
 	}
+	return problems
+}
 
-	// SCM location.
+// applySCMLocation sets scm_url, scm_api_url and azure_org, and returns the
+// fields that changed: they decide where the SCM credential is sent.
+func (e *integrationEntry) applySCMLocation(d *framework.FieldData) (changed []string, problems []string) {
+	r := fieldReader{d}
 	for _, f := range []struct {
 		name string
 		dst  *string
 	}{{"scm_url", &e.SCMURL}, {"scm_api_url", &e.SCMAPIURL}} {
-		if v, ok := str(f.name); ok {
+		if v, ok := r.str(f.name); ok {
 			v = normalizeURL(v)
 			if v != *f.dst {
-				in.scmChanged = true
-				in.locationChanged = append(in.locationChanged, f.name)
+				changed = append(changed, f.name)
 			}
 			*f.dst = v
 		}
@@ -89,10 +123,9 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 			problems = append(problems, p)
 		}
 	}
-	if v, ok := str("azure_org"); ok {
+	if v, ok := r.str("azure_org"); ok {
 		if v != e.AzureOrg {
-			in.scmChanged = true
-			in.locationChanged = append(in.locationChanged, "azure_org")
+			changed = append(changed, "azure_org")
 		}
 		e.AzureOrg = v
 	}
@@ -102,37 +135,31 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 	if e.SCM != scm.AzureRepos && e.AzureOrg != "" {
 		problems = append(problems, "azure_org applies only to azure-repos: remove it")
 	}
-	if v, ok := str("broker_client_url"); ok {
-		if v != "" {
-			// The Broker client's own URL is often plain http inside a
-			// cluster network; it is shown in reads, so no credentials.
-			if p := checkClientURL(v); p != "" {
-				problems = append(problems, p)
-			}
-		}
-		e.BrokerClientURL = v
-	}
+	return changed, problems
+}
 
-	// SCM credential.
-	token, hasToken := str("scm_token")
-	user, hasUser := str("scm_username")
-	pass, hasPass := str("scm_password")
-	in.credentialSent = hasToken || hasPass
-	if hasToken || hasUser || hasPass {
-		in.scmChanged = true
-		switch {
-		case hasToken && (hasUser || hasPass):
-			problems = append(problems, "send either scm_token, or scm_username with scm_password, not both")
-		case hasToken:
-			e.SCMToken, e.SCMUsername, e.SCMPassword = token, "", ""
-		default:
-			e.SCMToken = ""
-			if hasUser {
-				e.SCMUsername = user
-			}
-			if hasPass {
-				e.SCMPassword = pass
-			}
+// applySCMCredential sets scm_token or scm_username/scm_password. sent: the
+// write carries a secret (scm_token or scm_password); changed: any of the
+// three was given.
+func (e *integrationEntry) applySCMCredential(d *framework.FieldData) (sent, changed bool, problems []string) {
+	r := fieldReader{d}
+	token, hasToken := r.str("scm_token")
+	user, hasUser := r.str("scm_username")
+	pass, hasPass := r.str("scm_password")
+	sent = hasToken || hasPass
+	changed = hasToken || hasUser || hasPass
+	switch {
+	case hasToken && (hasUser || hasPass):
+		problems = append(problems, "send either scm_token, or scm_username with scm_password, not both")
+	case hasToken:
+		e.SCMToken, e.SCMUsername, e.SCMPassword = token, "", ""
+	case changed:
+		e.SCMToken = ""
+		if hasUser {
+			e.SCMUsername = user
+		}
+		if hasPass {
+			e.SCMPassword = pass
 		}
 	}
 	switch {
@@ -145,19 +172,32 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 	case e.SCMToken == "":
 		problems = append(problems, fmt.Sprintf("scm_token is required: pass the %s personal access token the Broker client will use", e.SCM))
 	}
-	if v, ok := d.GetOk("skip_scm_validation"); ok {
-		e.SkipSCMValidation = v.(bool)
-	}
+	return sent, changed, problems
+}
 
-	if v, ok := str("broker_token"); ok && v != "" {
+// applyBrokerFields sets broker_client_url and reads broker_token and
+// broker_token_source into in.
+func (e *integrationEntry) applyBrokerFields(d *framework.FieldData, creating bool, in *integrationInput) []string {
+	r := fieldReader{d}
+	var problems []string
+	if v, ok := r.str("broker_client_url"); ok {
+		if v != "" {
+			// The Broker client's own URL is often plain http inside a
+			// cluster network; it is shown in reads, so no credentials.
+			if p := checkClientURL(v); p != "" {
+				problems = append(problems, p)
+			}
+		}
+		e.BrokerClientURL = v
+	}
+	if v, ok := r.str("broker_token"); ok && v != "" {
 		if !isUUID(v) {
 			problems = append(problems, "broker_token must be a Snyk Broker token: a UUID such as 4a18d42f-0706-4ad0-b127-24078731fbed")
 		} else {
 			in.brokerToken = strings.ToLower(v)
 		}
 	}
-
-	if v, ok := str("broker_token_source"); ok && v != "" {
+	if v, ok := r.str("broker_token_source"); ok && v != "" {
 		switch {
 		case !creating:
 			problems = append(problems, "broker_token_source applies only when the integration is created: drop it (to replace the token, rotate with broker/<name>/<scm>/rotate or import one with broker_token)")
@@ -169,8 +209,14 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 			in.tokenSource = v
 		}
 	}
+	return problems
+}
 
-	// Rotation policy overrides, with the database static roles' rules.
+// applyRotationPolicy sets the per-integration overrides, with the database
+// static roles' rules: rotation_period xor rotation_schedule, a window only
+// with a schedule. scheduleChanged: the next rotation must be recomputed.
+func (e *integrationEntry) applyRotationPolicy(d *framework.FieldData) (scheduleChanged bool, problems []string) {
+	r := fieldReader{d}
 	if v, ok := d.GetOk("ttl"); ok {
 		e.TTL = time.Duration(v.(int)) * time.Second
 		if e.TTL < 0 {
@@ -178,7 +224,7 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 		}
 	}
 	period, hasPeriod := d.GetOk("rotation_period")
-	schedule, hasSchedule := str("rotation_schedule")
+	schedule, hasSchedule := r.str("rotation_schedule")
 	window, hasWindow := d.GetOk("rotation_window")
 	if hasPeriod && period.(int) != 0 && hasSchedule && schedule != "" {
 		problems = append(problems, "rotation_period and rotation_schedule are mutually exclusive: send one of them")
@@ -188,7 +234,7 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 		if e.RotationPeriod > 0 {
 			e.RotationSchedule, e.RotationWindow = "", 0
 		}
-		in.scheduleChanged = true
+		scheduleChanged = true
 	}
 	if hasSchedule {
 		e.RotationSchedule = schedule
@@ -197,21 +243,21 @@ func parseIntegrationInput(e *integrationEntry, creating bool, d *framework.Fiel
 		} else {
 			e.RotationWindow = 0
 		}
-		in.scheduleChanged = true
+		scheduleChanged = true
 	}
 	if hasWindow {
 		e.RotationWindow = time.Duration(window.(int)) * time.Second
-		in.scheduleChanged = true
+		scheduleChanged = true
 	}
 	if e.RotationWindow != 0 && e.RotationSchedule == "" {
 		problems = append(problems, "rotation_window applies only with rotation_schedule: set rotation_schedule too, or drop rotation_window")
 	}
 	if v, ok := d.GetOk("provision_ahead"); ok {
 		e.ProvisionAhead = time.Duration(v.(int)) * time.Second
-		in.scheduleChanged = true
+		scheduleChanged = true
 	}
 	if v, ok := d.GetOk("disable_automated_rotation"); ok {
 		e.DisableAutomatedRotation = v.(bool)
 	}
-	return in, problems
+	return scheduleChanged, problems
 }

@@ -60,10 +60,12 @@ func (b *backend) pathSCMValidate(ctx context.Context, req *logical.Request, d *
 	if !scm.Valid(kind) {
 		return logical.ErrorResponse("scm must be one of " + strings.Join(scm.Kinds, ", ")), nil
 	}
-	// Reuse the integration's parsing so the dry run accepts and refuses
-	// exactly what a create would.
-	e := integrationEntry{Name: "validate", SCM: kind, OrgID: "dry-run"}
-	if _, problems := parseIntegrationInput(&e, false, d); len(problems) > 0 {
+	// The integration's two SCM field groups: the dry run accepts and
+	// refuses exactly the SCM fields a create would.
+	e := integrationEntry{SCM: kind}
+	_, problems := e.applySCMLocation(d)
+	_, _, credentialProblems := e.applySCMCredential(d)
+	if problems = append(problems, credentialProblems...); len(problems) > 0 {
 		return logical.ErrorResponse(strings.Join(problems, "; ")), nil
 	}
 	cfg, err := b.configOrDefaults(ctx, req.Storage)

@@ -1,0 +1,125 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/queue"
+)
+
+// initialize is the backend's InitializeFunc.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if !b.WriteSafeReplicationState() {
+		b.log().Info("not starting the rotation engine: this node cannot write (standby or secondary)")
+		return nil
+	}
+	m := b.rotation
+	// Vault logs a failed initialization once and never retries it, which
+	// would leave the mount without rotations until the next reload. So a
+	// storage error here only defers the load to the loop, with back-off.
+	if err := m.load(ctx, req.Storage); err != nil {
+		b.log().Error("rotation engine: loading from storage failed; the loop starts anyway and retries the load", "error", err)
+		m.deferLoad(req.Storage)
+	}
+	if !b.opts.NoTicker {
+		m.start(req.Storage)
+	}
+	return nil
+}
+
+const (
+	firstLoadRetry = time.Second
+	maxLoadRetry   = time.Minute
+)
+
+// deferLoad marks the queue as not loaded: the loop retries load first.
+func (m *rotationManager) deferLoad(s logical.Storage) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.storage = s
+	m.loadPending = true
+	m.loadRetry = firstLoadRetry
+	m.loadAt = m.b.now().Add(m.loadRetry)
+}
+
+// retryLoad runs a deferred load when it is due; it reports whether the
+// queue is loaded.
+func (m *rotationManager) retryLoad(ctx context.Context, s logical.Storage) bool {
+	m.mu.Lock()
+	pending, at := m.loadPending, m.loadAt
+	m.mu.Unlock()
+	if !pending {
+		return true
+	}
+	if m.b.now().Before(at) {
+		return false
+	}
+	if err := m.load(ctx, s); err != nil {
+		m.mu.Lock()
+		m.loadRetry *= 2
+		if m.loadRetry > maxLoadRetry {
+			m.loadRetry = maxLoadRetry
+		}
+		m.loadAt = m.b.now().Add(m.loadRetry)
+		m.mu.Unlock()
+		m.b.log().Error("rotation engine: loading from storage failed again", "error", err, "retry_in", m.loadRetry)
+		return false
+	}
+	m.mu.Lock()
+	m.loadPending = false
+	m.mu.Unlock()
+	return true
+}
+
+// clean is the backend's Clean: it stops the ticker on unmount or shutdown.
+func (b *backend) clean(context.Context) {
+	b.rotation.stop()
+}
+
+// load reconciles interrupted calls and rebuilds the queue and the lanes.
+func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
+	if err := m.b.reconcileWALs(ctx, s); err != nil {
+		return err
+	}
+	cfg, err := m.b.config(ctx, s)
+	if err != nil {
+		return err
+	}
+	keys, err := listIntegrationKeys(ctx, s)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.storage = s
+	m.queue = queue.New()
+	m.lanes = map[string]*lane{}
+	m.heldBy = map[string]string{}
+	// unsaved survives: a result kept in memory is still the newest copy.
+	m.mu.Unlock()
+	if cfg == nil {
+		// Schedules are still known; processing waits for a credential.
+		cfg = defaultConfig()
+	}
+	for _, key := range keys {
+		name, kind := splitQueueKey(key)
+		e, err := getIntegration(ctx, s, name, kind)
+		switch {
+		case errors.Is(err, errCorruptEntry):
+			// Retrying cannot help; every other integration still rotates.
+			m.b.log().Error("could not load integration for rotation", "integration", key, "error", err)
+			continue
+		case err != nil:
+			return err
+		case e == nil:
+			continue
+		}
+		if e.ProvisionalToken != "" {
+			m.hold(laneKey(e), key)
+		}
+		m.schedule(e, cfg)
+	}
+	m.b.log().Info("rotation engine loaded", "integrations", len(keys), "queued", m.queueLen())
+	return nil
+}
