@@ -1,6 +1,3 @@
-// Package backend is the Snyk Broker secrets engine: it holds the Snyk
-// credential, turns an org's SCM integration into a brokered one, keeps the
-// Broker token, and serves it with the SCM credential as a leased bundle.
 package backend
 
 import (
@@ -244,7 +241,7 @@ func (b *backend) lockIntegration(name, scmKind string) func() {
 	return l.Unlock
 }
 
-// logger returns the engine's logger, falling back to a null logger before
+// log returns the engine's logger, falling back to a null logger before
 // Setup ran (unit tests construct the backend directly).
 func (b *backend) log() hclog.Logger {
 	if l := b.Logger(); l != nil {

@@ -129,3 +129,16 @@ func putConfig(ctx context.Context, s logical.Storage, cfg *snykConfig) error {
 	}
 	return s.Put(ctx, entry)
 }
+
+// configOrDefaults lets reads of stored integrations work even after the
+// config was deleted (they then report the built-in defaults).
+func (b *backend) configOrDefaults(ctx context.Context, s logical.Storage) (*snykConfig, error) {
+	cfg, err := b.config(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		cfg = defaultConfig()
+	}
+	return cfg, nil
+}
