@@ -5,17 +5,6 @@ import (
 	"testing"
 )
 
-// setProfile makes the simulator answer Snyk's undocumented refusals as the
-// named profile does (snyk-sim -list-profiles), and restores the default
-// when the test ends.
-func (s *simulator) setProfile(t *testing.T, name string) {
-	t.Helper()
-	if err := s.adminDo("POST", "/profile", map[string]string{"Name": name}, nil); err != nil {
-		t.Fatalf("simulator profile %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = s.adminDo("POST", "/profile", map[string]string{"Name": "default"}, nil) })
-}
-
 // TestUndocumentedAnswersThroughVault drives two behaviour profiles through
 // the real Vault and plugin binary: a 409 "… is not brokered." must lead to
 // Broker being enabled, and a refusal whose words say nothing must stop the
