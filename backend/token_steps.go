@@ -253,11 +253,11 @@ func (b *backend) switchToken(ctx context.Context, s logical.Storage, client *sn
 func switchRefused(err error, refusal snyk.Refusal) error {
 	switch refusal {
 	case snyk.RefusalNothingToSwitch:
-		return fmt.Errorf("Snyk says there is no provisional token to switch (%s), but Vault never sent this switch before: "+
+		return fmt.Errorf("snyk says there is no provisional token to switch (%s), but Vault never sent this switch before: "+
 			"the token may have been switched outside Vault (Snyk UI) or lost at Snyk; Vault keeps serving the current token and retries. "+
 			"If you switched it yourself, confirm with broker/<name>/<scm>/rotate switched_outside_vault=true: %w", snyk.Answer(err), err)
 	case snyk.RefusalUnknown:
-		return fmt.Errorf("Snyk refused the switch with %s, an answer Vault cannot read: Vault keeps serving the current token and retries: %w", snyk.Answer(err), err)
+		return fmt.Errorf("snyk refused the switch with %s, an answer Vault cannot read: Vault keeps serving the current token and retries: %w", snyk.Answer(err), err)
 	}
 	return err
 }

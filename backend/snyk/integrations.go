@@ -113,7 +113,7 @@ func (c *Client) AddIntegration(ctx context.Context, orgID, typ string, broker b
 	if broker && out.BrokerToken == "" {
 		return Integration{}, c.badResponse(rq, "the response has no brokerToken")
 	}
-	return Integration{ID: out.ID, BrokerToken: out.BrokerToken}, nil
+	return Integration(out), nil
 }
 
 // EnableBroker enables Broker on an existing integration and returns its
@@ -148,7 +148,7 @@ func (c *Client) EnableBroker(ctx context.Context, orgID, integrationID, typ str
 	if out.ID == "" {
 		out.ID = integrationID
 	}
-	return Integration{ID: out.ID, BrokerToken: out.BrokerToken}, nil
+	return Integration(out), nil
 }
 
 // ProvisionToken issues a provisional Broker token. Snyk allows one per
