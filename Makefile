@@ -85,8 +85,9 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-# staticcheck, pinned, installed from the Go module proxy on first use.
-STATICCHECK_VERSION := 2026.2.2
+# staticcheck (release 2026.2.2 = module v0.8.2), pinned, installed from the Go
+# module proxy on first use.
+STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
 
 lint: $(STATICCHECK)
