@@ -20,6 +20,10 @@ const (
 	defaultRotationPeriod = 2160 * time.Hour // Snyk's 90-day advice
 	defaultProvisionAhead = time.Hour
 	defaultRequestTimeout = 30 * time.Second
+	// SCM tokens are checked again daily and reported two weeks before
+	// they expire.
+	defaultSCMCheckPeriod   = 24 * time.Hour
+	defaultSCMExpiryWarning = 336 * time.Hour
 )
 
 // snykConfig is the stored form of `config`. It holds the Snyk credential and
@@ -44,6 +48,26 @@ type snykConfig struct {
 	// for the whole mount; RotationConcurrency bounds parallel rotations.
 	RotationRequestsPerMinute int `json:"rotation_requests_per_minute,omitempty"`
 	RotationConcurrency       int `json:"rotation_concurrency,omitempty"`
+
+	// SCMCheckPeriod is how often every integration's SCM credential is
+	// checked again; SCMExpiryWarning how long before its expiry a token is
+	// reported expiring. Zero means the default.
+	SCMCheckPeriod   time.Duration `json:"scm_check_period,omitempty"`
+	SCMExpiryWarning time.Duration `json:"scm_expiry_warning,omitempty"`
+}
+
+func (c *snykConfig) scmCheckPeriod() time.Duration {
+	if c.SCMCheckPeriod > 0 {
+		return c.SCMCheckPeriod
+	}
+	return defaultSCMCheckPeriod
+}
+
+func (c *snykConfig) scmExpiryWarning() time.Duration {
+	if c.SCMExpiryWarning > 0 {
+		return c.SCMExpiryWarning
+	}
+	return defaultSCMExpiryWarning
 }
 
 func (c *snykConfig) rotationBudget() int {

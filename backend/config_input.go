@@ -140,5 +140,17 @@ func applyConfigFields(cfg *snykConfig, d *framework.FieldData) []string {
 			cfg.RotationConcurrency = n
 		}
 	}
+	for _, f := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"scm_check_period", &cfg.SCMCheckPeriod}, {"scm_expiry_warning", &cfg.SCMExpiryWarning}} {
+		if v, ok := d.GetOk(f.name); ok {
+			if n := time.Duration(v.(int)) * time.Second; n <= 0 {
+				problems = append(problems, fmt.Sprintf("%s must be a positive duration such as 24h", f.name))
+			} else {
+				*f.dst = n
+			}
+		}
+	}
 	return problems
 }

@@ -60,6 +60,15 @@ type integrationEntry struct {
 	SCMTokenExpiresAt time.Time `json:"scm_token_expires_at,omitempty"`
 	SCMValidatedAt    time.Time `json:"scm_validated_at,omitempty"`
 
+	// The SCM credential's health, from its last check (at create, then every
+	// scm_check_period): ok, expiring, invalid or unknown (never checked, not
+	// checkable, or the SCM did not answer). A failing check never stops
+	// serving: the credential may still work.
+	SCMStatus      string        `json:"scm_status,omitempty"`
+	SCMCheckedAt   time.Time     `json:"scm_checked_at,omitempty"`
+	SCMProblems    []string      `json:"scm_problems,omitempty"`
+	SCMCheckPeriod time.Duration `json:"scm_check_period,omitempty"`
+
 	// CurrentToken is the token Snyk currently routes by, as far as Vault
 	// knows; empty for an adopted integration until its first switch.
 	CurrentToken string `json:"current_token,omitempty"`
@@ -193,6 +202,9 @@ func (e *integrationEntry) statusData(cfg *snykConfig) map[string]interface{} {
 	}
 	if !e.RetryAt.IsZero() {
 		d["next_attempt_at"] = timeOrNil(e.RetryAt)
+	}
+	for k, v := range e.scmStatusData(cfg) {
+		d[k] = v
 	}
 	if e.ProvisionalToken != "" {
 		d["next_broker_token_fingerprint"] = fingerprint(e.ProvisionalToken)

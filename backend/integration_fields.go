@@ -104,6 +104,10 @@ func integrationFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeDurationSecond,
 			Description: "How long before a scheduled switch the provisional token is obtained; defaults to config's provision_ahead.",
 		},
+		"scm_check_period": {
+			Type:        framework.TypeDurationSecond,
+			Description: "How often this integration's SCM credential is checked again; defaults to config's scm_check_period.",
+		},
 		"disable_automated_rotation": {
 			Type:        framework.TypeBool,
 			Description: "Never rotate on a schedule; only broker/<name>/<scm>/rotate rotates.",
@@ -131,6 +135,10 @@ var integrationResponseFields = map[string]*framework.FieldSchema{
 	"scm_validated_at":         {Type: framework.TypeTime},
 	"broker_token_fingerprint": {Type: framework.TypeString},
 	"token_source":             {Type: framework.TypeString},
+	"scm_status":               {Type: framework.TypeString, Description: "ok, expiring, invalid or unknown: the SCM credential's last check"},
+	"scm_checked_at":           {Type: framework.TypeTime},
+	"scm_problems":             {Type: framework.TypeStringSlice},
+	"scm_check_period":         {Type: framework.TypeDurationSecond},
 	"switch_outcome_unknown":   {Type: framework.TypeBool, Description: "while a provisional token is held: a switch of it was sent and its answer lost"},
 	"ttl":                      {Type: framework.TypeDurationSecond},
 	"rotation_period":          {Type: framework.TypeDurationSecond},

@@ -259,5 +259,10 @@ func (e *integrationEntry) applyRotationPolicy(d *framework.FieldData) (schedule
 	if v, ok := d.GetOk("disable_automated_rotation"); ok {
 		e.DisableAutomatedRotation = v.(bool)
 	}
+	// The SCM check's period: checking is part of keeping the credential
+	// valid, so it belongs with the rotation policy.
+	if v, ok := d.GetOk("scm_check_period"); ok {
+		e.SCMCheckPeriod = time.Duration(v.(int)) * time.Second
+	}
 	return scheduleChanged, problems
 }

@@ -56,6 +56,10 @@ func pathBroker(b *backend) []*framework.Path {
 }
 
 var brokerResponseFields = map[string]*framework.FieldSchema{
+	"scm_status":          {Type: framework.TypeString},
+	"scm_checked_at":      {Type: framework.TypeTime},
+	"scm_problems":        {Type: framework.TypeStringSlice},
+	"scm_check_period":    {Type: framework.TypeDurationSecond},
 	"broker_token":        {Type: framework.TypeString, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 	"broker_server_url":   {Type: framework.TypeString},
 	"org_id":              {Type: framework.TypeString},
@@ -124,6 +128,9 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 		data["next_broker_token"] = e.ProvisionalToken
 		data["next_switch_at"] = timeOrNil(e.NextVaultRotation)
 	}
+	for k, v := range e.scmStatusData(cfg) {
+		data[k] = v
+	}
 
 	// Internal data holds identifiers only: it is stored with the lease.
 	resp := b.Secret(secretTypeBrokerToken).Response(data, map[string]interface{}{
@@ -135,6 +142,11 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = ttl
 	resp.Secret.Renewable = false
+	// A failing or expiring SCM credential is served all the same (it may
+	// still work), but every consumer hears of it.
+	if w := e.scmWarning(); w != "" {
+		resp.AddWarning(w)
+	}
 	return resp, nil
 }
 

@@ -89,6 +89,16 @@ func pathConfig(b *backend) []*framework.Path {
 				Description: "How many integrations the rotation engine works on at once (one at a time per Snyk group).",
 				Default:     defaultRotationWorkers,
 			},
+			"scm_check_period": {
+				Type:        framework.TypeDurationSecond,
+				Description: "How often every integration's SCM credential is checked again (scopes, role, expiry, revocation); integrations may override it.",
+				Default:     int(defaultSCMCheckPeriod.Seconds()),
+			},
+			"scm_expiry_warning": {
+				Type:        framework.TypeDurationSecond,
+				Description: "How long before an SCM token's expiry it is reported expiring (scm_status, a warning on broker reads, an event).",
+				Default:     int(defaultSCMExpiryWarning.Seconds()),
+			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -125,6 +135,8 @@ var configResponseFields = map[string]*framework.FieldSchema{
 	"skip_verify":                  {Type: framework.TypeBool},
 	"rotation_requests_per_minute": {Type: framework.TypeInt},
 	"rotation_concurrency":         {Type: framework.TypeInt},
+	"scm_check_period":             {Type: framework.TypeDurationSecond},
+	"scm_expiry_warning":           {Type: framework.TypeDurationSecond},
 }
 
 func regionNames() []interface{} {
@@ -164,6 +176,8 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		"skip_verify":                  cfg.SkipVerify,
 		"rotation_requests_per_minute": cfg.rotationBudget(),
 		"rotation_concurrency":         cfg.rotationWorkers(),
+		"scm_check_period":             int64(cfg.scmCheckPeriod().Seconds()),
+		"scm_expiry_warning":           int64(cfg.scmExpiryWarning().Seconds()),
 	}
 	if cfg.ClientID != "" {
 		data["client_id"] = cfg.ClientID

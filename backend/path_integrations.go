@@ -170,6 +170,8 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 		}
 	} else if e.SkipSCMValidation && (existing == nil || in.scmChanged) {
 		e.SCMScopes, e.SCMTokenExpiresAt, e.SCMValidatedAt = nil, time.Time{}, time.Time{}
+		e.SCMStatus, e.SCMCheckedAt = scmStatusUnknown, time.Time{}
+		e.SCMProblems = []string{"skip_scm_validation is set: the SCM credential is not checked"}
 		warnings = append(warnings, "skip_scm_validation is set: the SCM credential was stored without checking its validity or scopes")
 	}
 

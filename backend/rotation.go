@@ -65,6 +65,7 @@ type rotationManager struct {
 	// limiter is the mount's Snyk request budget; pausedUntil stops every
 	// background call after a 429 (rotation_budget.go).
 	limiter     *rate.Limiter
+	scmLimiter  *rate.Limiter
 	pausedUntil time.Time
 	storage     logical.Storage
 	cancel      context.CancelFunc
@@ -202,6 +203,10 @@ func (m *rotationManager) schedule(e *integrationEntry, cfg *snykConfig) {
 	if ok {
 		_ = m.queue.Push(&queue.Item{Key: key, Priority: at.UnixMilli()})
 	}
+	// The SCM check has its own time, stable whatever the rotation does.
+	check := scmCheckKey(key)
+	_, _ = m.queue.PopByKey(check)
+	_ = m.queue.Push(&queue.Item{Key: check, Priority: e.nextSCMCheck(cfg, m.b.now()).UnixMilli()})
 	m.nudge()
 }
 
@@ -275,6 +280,10 @@ func (m *rotationManager) tick(ctx context.Context) {
 
 // process takes one due integration one step further.
 func (m *rotationManager) process(ctx context.Context, s logical.Storage, key string) {
+	if integrationKey, ok := strings.CutPrefix(key, scmCheckPrefix); ok {
+		m.processSCMCheck(ctx, s, integrationKey)
+		return
+	}
 	b := m.b
 	name, kind := splitQueueKey(key)
 	unlock := b.lockIntegration(name, kind)

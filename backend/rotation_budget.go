@@ -14,21 +14,36 @@ import (
 // answering 429 while requests continue. The limiter is read at the engine's
 // clock (the At/N methods), so tests drive it with a fake one.
 
-// limiterLocked returns the budget's limiter for cfg's rate, adjusting it
-// when the configured rate changed. The caller holds m.mu.
+// limiterLocked returns the Snyk budget's limiter for cfg's rate.
+// The caller holds m.mu.
 func (m *rotationManager) limiterLocked(cfg *snykConfig, now time.Time) *rate.Limiter {
+	return configuredLimiter(&m.limiter, cfg, now)
+}
+
+// configuredLimiter creates *l at cfg's rate, or adjusts it when the
+// configured rate changed.
+func configuredLimiter(l **rate.Limiter, cfg *snykConfig, now time.Time) *rate.Limiter {
 	perMinute := cfg.rotationBudget()
 	limit := rate.Limit(float64(perMinute) / 60)
 	burst := max(1, perMinute/60)
 	switch {
-	case m.limiter == nil:
-		m.limiter = rate.NewLimiter(limit, burst)
-		m.limiter.AllowN(now, 0) // start the bucket's clock at the engine's time
-	case m.limiter.Limit() != limit || m.limiter.Burst() != burst:
-		m.limiter.SetLimitAt(now, limit)
-		m.limiter.SetBurstAt(now, burst)
+	case *l == nil:
+		*l = rate.NewLimiter(limit, burst)
+		(*l).AllowN(now, 0) // start the bucket's clock at the engine's time
+	case (*l).Limit() != limit || (*l).Burst() != burst:
+		(*l).SetLimitAt(now, limit)
+		(*l).SetBurstAt(now, burst)
 	}
-	return m.limiter
+	return *l
+}
+
+// takeSCMToken spends one request of the SCM checks' budget: the same rate
+// as Snyk's, in a bucket of its own, since the checks call the SCMs and must
+// never slow a rotation.
+func (m *rotationManager) takeSCMToken(cfg *snykConfig, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return configuredLimiter(&m.scmLimiter, cfg, now).AllowN(now, 1)
 }
 
 // takeToken spends one request of the budget, if there is one.

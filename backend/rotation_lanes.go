@@ -207,6 +207,7 @@ func (m *rotationManager) forget(key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, _ = m.queue.PopByKey(key)
+	_, _ = m.queue.PopByKey(scmCheckKey(key))
 	delete(m.unsaved, key)
 	m.releaseLocked(key)
 	for _, l := range m.lanes {

@@ -108,8 +108,9 @@ func TestStartupNeverGivesUp(t *testing.T) {
 		t.Fatal("setup: the queue loaded although storage failed")
 	}
 	env.advance(5*time.Second, time.Second)
-	if env.b.rotation.queueLen() != 1 {
-		t.Fatalf("queue length = %d after storage answered, want 1", env.b.rotation.queueLen())
+	// The integration's rotation action and its SCM check.
+	if env.b.rotation.queueLen() != 2 {
+		t.Fatalf("queue length = %d after storage answered, want 2", env.b.rotation.queueLen())
 	}
 	env.advance(51*time.Minute, time.Minute)
 	if env.snyk.ProvisionalToken(integID) == "" {

@@ -476,8 +476,9 @@ func TestRotationStormRespectsBudget(t *testing.T) {
 	if got := inj.Calls(snyktest.RouteProvisionToken); got != n {
 		t.Errorf("provisions = %d, want %d (no duplicates, no conflicts)", got, n)
 	}
-	if env.b.rotation.queueLen() != n {
-		t.Errorf("queue holds %d items, want %d", env.b.rotation.queueLen(), n)
+	// Each integration's next rotation and its SCM check.
+	if env.b.rotation.queueLen() != 2*n {
+		t.Errorf("queue holds %d items, want %d", env.b.rotation.queueLen(), 2*n)
 	}
 }
 

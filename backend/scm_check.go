@@ -63,8 +63,6 @@ func (b *backend) validateSCM(ctx context.Context, cfg *snykConfig, e *integrati
 		}
 		return logical.ErrorResponse(msg), nil
 	}
-	e.SCMScopes = res.Scopes
-	e.SCMTokenExpiresAt = res.ExpiresAt
-	e.SCMValidatedAt = b.now().UTC()
+	e.recordSCMResult(res, b.now().UTC(), cfg.scmExpiryWarning())
 	return nil, nil
 }

@@ -1,0 +1,187 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm"
+)
+
+// SCM token monitoring. A PAT expires, is revoked or loses a scope without
+// telling anyone, and the Broker client then breaks silently. So the
+// rotation loop checks every integration's SCM credential again every
+// scm_check_period, with the same checks as on create, and records the
+// outcome on the integration (scm_status, scm_checked_at, scm_problems),
+// where reads, a warning on broker reads and events make it alertable. A
+// failing check never stops serving: the old credential may still work.
+
+// SCM statuses.
+const (
+	scmStatusOK       = "ok"
+	scmStatusExpiring = "expiring"
+	scmStatusInvalid  = "invalid"
+	scmStatusUnknown  = "unknown"
+
+	eventSCMTokenExpiring = "snyk/scm-token-expiring"
+	eventSCMTokenInvalid  = "snyk/scm-token-invalid"
+)
+
+// scmCheckPrefix marks an SCM check in the rotation queue, beside the
+// integration's rotation action under its plain key.
+const scmCheckPrefix = "scm-check|"
+
+func scmCheckKey(key string) string { return scmCheckPrefix + key }
+
+// scmCheckPeriod is the integration's period, or the config's.
+func (e *integrationEntry) scmCheckPeriod(cfg *snykConfig) time.Duration {
+	if e.SCMCheckPeriod > 0 {
+		return e.SCMCheckPeriod
+	}
+	return cfg.scmCheckPeriod()
+}
+
+// nextSCMCheck is when the credential is checked next: one period after
+// the last check, shifted by a stable per-integration share of a tenth of
+// the period so that integrations created together do not all check at
+// once (the request budget smooths what is left). One never checked (stored
+// before monitoring existed, or unchecked) is checked at a stable point of
+// the coming period, so that a mount's first checks never come as a burst.
+func (e *integrationEntry) nextSCMCheck(cfg *snykConfig, now time.Time) time.Time {
+	period := e.scmCheckPeriod(cfg)
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(e.Name + "/" + e.SCM))
+	sum := h.Sum64()
+	if e.SCMCheckedAt.IsZero() {
+		return now.Add(time.Duration(sum % uint64(period)))
+	}
+	return e.SCMCheckedAt.Add(period + time.Duration(sum%uint64(period/10+1)))
+}
+
+// recordSCMResult sets the integration's SCM status from a check's result.
+func (e *integrationEntry) recordSCMResult(res scm.Result, now time.Time, warning time.Duration) {
+	e.SCMCheckedAt = now
+	e.SCMScopes = res.Scopes
+	e.SCMTokenExpiresAt = res.ExpiresAt
+	switch {
+	case !res.Valid:
+		e.SCMStatus, e.SCMProblems = scmStatusInvalid, append([]string(nil), res.Problems...)
+	case !res.ExpiresAt.IsZero() && res.ExpiresAt.Sub(now) < warning:
+		e.SCMStatus = scmStatusExpiring
+		e.SCMProblems = []string{fmt.Sprintf("the SCM token expires at %s (in %s): replace it (scm_token=…) before then",
+			res.ExpiresAt.UTC().Format(time.RFC3339), res.ExpiresAt.Sub(now).Round(time.Minute))}
+	default:
+		e.SCMStatus, e.SCMProblems = scmStatusOK, nil
+	}
+	if e.SCMStatus != scmStatusInvalid {
+		e.SCMValidatedAt = now
+	}
+}
+
+// scmStatusData is the SCM status as reads report it.
+func (e *integrationEntry) scmStatusData(cfg *snykConfig) map[string]interface{} {
+	status := e.SCMStatus
+	if status == "" {
+		status = scmStatusUnknown
+	}
+	return map[string]interface{}{
+		"scm_status":       status,
+		"scm_checked_at":   timeOrNil(e.SCMCheckedAt),
+		"scm_problems":     nonNil(e.SCMProblems),
+		"scm_check_period": int64(e.scmCheckPeriod(cfg).Seconds()),
+	}
+}
+
+// scmWarning is the warning a broker read carries about the SCM credential,
+// "" when there is none.
+func (e *integrationEntry) scmWarning() string {
+	switch e.SCMStatus {
+	case scmStatusInvalid:
+		return fmt.Sprintf("the SCM credential failed its last check at %s: %s; Vault keeps serving it, but the Broker client may not work until it is replaced",
+			e.SCMCheckedAt.UTC().Format(time.RFC3339), strings.Join(e.SCMProblems, "; "))
+	case scmStatusExpiring:
+		return strings.Join(e.SCMProblems, "; ")
+	}
+	return ""
+}
+
+// scheduleSCMCheck queues the integration's next SCM check (schedule
+// queues it too, with the rotation's next action).
+func (m *rotationManager) scheduleSCMCheck(e *integrationEntry, cfg *snykConfig) {
+	m.pushAt(scmCheckKey(queueKey(e.Name, e.SCM)), e.nextSCMCheck(cfg, m.b.now()))
+}
+
+// processSCMCheck checks one integration's SCM credential when it is due.
+func (m *rotationManager) processSCMCheck(ctx context.Context, s logical.Storage, key string) {
+	b := m.b
+	name, kind := splitQueueKey(key)
+	unlock := b.lockIntegration(name, kind)
+	defer unlock()
+	now := b.now().UTC()
+	if err := m.flushUnsaved(ctx, s, key); err != nil {
+		m.pushAt(scmCheckKey(key), now.Add(firstFailureBackoff))
+		return
+	}
+	e, err := getIntegration(ctx, s, name, kind)
+	if err != nil {
+		m.pushAt(scmCheckKey(key), now.Add(firstFailureBackoff))
+		return
+	}
+	if e == nil {
+		return
+	}
+	cfg, err := b.config(ctx, s)
+	if err != nil || cfg == nil {
+		m.pushAt(scmCheckKey(key), now.Add(configMissingRetry))
+		return
+	}
+	if at := e.nextSCMCheck(cfg, now); now.Before(at) {
+		m.pushAt(scmCheckKey(key), at)
+		return
+	}
+	if !e.SkipSCMValidation && !m.takeSCMToken(cfg, now) {
+		m.pushAt(scmCheckKey(key), now.Add(m.tokenWait(cfg)))
+		return
+	}
+
+	previous := e.SCMStatus
+	switch {
+	case e.SkipSCMValidation:
+		e.SCMCheckedAt, e.SCMStatus = now, scmStatusUnknown
+		e.SCMProblems = []string{"skip_scm_validation is set: the SCM credential is not checked"}
+	default:
+		res, resp, err := b.checkSCM(ctx, cfg, e)
+		switch {
+		case resp != nil:
+			e.SCMCheckedAt, e.SCMStatus, e.SCMProblems = now, scmStatusUnknown, []string{resp.Error().Error()}
+		case err != nil:
+			// The SCM did not answer: nothing is known about the credential.
+			e.SCMCheckedAt, e.SCMStatus = now, scmStatusUnknown
+			e.SCMProblems = []string{fmt.Sprintf("the SCM could not be reached to check the credential: %v", err)}
+		default:
+			e.recordSCMResult(res, now, cfg.scmExpiryWarning())
+		}
+	}
+	if err := putIntegration(ctx, s, e); err != nil {
+		b.log().Error("could not record an SCM check", "integration", key, "error", err)
+		m.pushAt(scmCheckKey(key), now.Add(firstFailureBackoff))
+		return
+	}
+	switch e.SCMStatus {
+	case scmStatusInvalid:
+		b.log().Warn("an SCM credential failed its check", "integration", key, "problems", strings.Join(e.SCMProblems, "; "))
+		b.sendEvent(ctx, eventSCMTokenInvalid, e, "problems", strings.Join(e.SCMProblems, "; "))
+	case scmStatusExpiring:
+		b.log().Warn("an SCM token expires soon", "integration", key, "expires_at", e.SCMTokenExpiresAt)
+		b.sendEvent(ctx, eventSCMTokenExpiring, e, "expires_at", e.SCMTokenExpiresAt.UTC().Format(time.RFC3339))
+	default:
+		if previous != e.SCMStatus {
+			b.log().Info("SCM credential check", "integration", key, "scm_status", e.SCMStatus)
+		}
+	}
+	m.scheduleSCMCheck(e, cfg)
+}
