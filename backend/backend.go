@@ -77,6 +77,8 @@ type backend struct {
 	integrationLocks []*locksutil.LockEntry
 
 	rotation *rotationManager
+	// metrics counts what the engine did since this process started.
+	metrics *engineMetrics
 
 	// configWriteMu serializes config writes: each is a read-modify-write of
 	// a partial update.
@@ -93,6 +95,7 @@ func newBackend(opts Options) *backend {
 		b.now = time.Now
 	}
 	b.rotation = newRotationManager(b)
+	b.metrics = newEngineMetrics()
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -113,6 +116,7 @@ func newBackend(opts Options) *backend {
 			pathIntegrations(b),
 			pathBroker(b),
 			pathSCMValidate(b),
+			pathStatus(b),
 		),
 		Secrets: []*framework.Secret{
 			secretBrokerToken(b),
@@ -202,22 +206,21 @@ func (b *backend) newSnykClient(cfg *snykConfig) (*snyk.Client, error) {
 		},
 		CACert:         cfg.CACert,
 		RequestTimeout: cfg.RequestTimeout,
-		Retry:          b.retryPolicy(),
+		Retry:          b.retryPolicy("snyk"),
 		Logger:         b.log().Named("snyk"),
 		Now:            b.now,
 	})
 }
 
-func (b *backend) retryPolicy() httpx.RetryPolicy {
-	if b.opts.Retry != nil {
-		p := *b.opts.Retry
-		if p.Logger == nil {
-			p.Logger = b.log().Named("http")
-		}
-		return p
-	}
+func (b *backend) retryPolicy(upstream string) httpx.RetryPolicy {
 	p := httpx.DefaultRetryPolicy()
-	p.Logger = b.log().Named("http")
+	if b.opts.Retry != nil {
+		p = *b.opts.Retry
+	}
+	if p.Logger == nil {
+		p.Logger = b.log().Named("http")
+	}
+	p.Observe = func(status int) { b.metrics.upstreamAnswer(upstream, status) }
 	return p
 }
 

@@ -10,6 +10,9 @@ import (
 
 // sendEvent publishes a rotation event; a Vault without an event bus is fine.
 func (b *backend) sendEvent(ctx context.Context, eventType string, e *integrationEntry, extra ...string) {
+	// Every rotation step the engine announces is also counted for
+	// snyk/metrics, so the two never disagree.
+	b.metrics.rotationEvent(eventType)
 	pairs := append([]string{
 		logical.EventMetadataPath, "broker/" + e.Name + "/" + e.SCM,
 		logical.EventMetadataDataPath, "broker/" + e.Name + "/" + e.SCM,

@@ -14,14 +14,14 @@ import (
 // scmValidator builds a validator that trusts the config's CA bundle, the same
 // trust the operator configured for Snyk (private GHE, GitLab and Bitbucket
 // servers are usually behind the same private CA).
-func (b *backend) scmValidator(cfg *snykConfig) (*scm.Validator, error) {
+func (b *backend) scmValidator(cfg *snykConfig, kind string) (*scm.Validator, error) {
 	client, err := httpx.NewClient(cfg.CACert, cfg.RequestTimeout)
 	if err != nil {
 		return nil, err
 	}
 	return &scm.Validator{
 		Client: client,
-		Retry:  b.retryPolicy(),
+		Retry:  b.retryPolicy(kind),
 		Logger: b.log().Named("scm"),
 		Now:    b.now,
 	}, nil
@@ -30,7 +30,7 @@ func (b *backend) scmValidator(cfg *snykConfig) (*scm.Validator, error) {
 // checkSCM runs the SCM checks on e's credential, as integration create and
 // scm/validate both do. resp is a caller error (an unusable CA bundle).
 func (b *backend) checkSCM(ctx context.Context, cfg *snykConfig, e *integrationEntry) (res scm.Result, resp *logical.Response, err error) {
-	v, err := b.scmValidator(cfg)
+	v, err := b.scmValidator(cfg, e.SCM)
 	if err != nil {
 		return scm.Result{}, logical.ErrorResponse(err.Error()), nil
 	}

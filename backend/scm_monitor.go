@@ -65,8 +65,14 @@ func (e *integrationEntry) nextSCMCheck(cfg *snykConfig, now time.Time) time.Tim
 // recordSCMResult sets the integration's SCM status from a check's result.
 func (e *integrationEntry) recordSCMResult(res scm.Result, now time.Time, warning time.Duration) {
 	e.SCMCheckedAt = now
-	e.SCMScopes = res.Scopes
-	e.SCMTokenExpiresAt = res.ExpiresAt
+	// A refused token may reveal nothing: keep what the last check saw
+	// unless this one saw something.
+	if res.Valid || len(res.Scopes) > 0 {
+		e.SCMScopes = res.Scopes
+	}
+	if res.Valid || !res.ExpiresAt.IsZero() {
+		e.SCMTokenExpiresAt = res.ExpiresAt
+	}
 	switch {
 	case !res.Valid:
 		e.SCMStatus, e.SCMProblems = scmStatusInvalid, append([]string(nil), res.Problems...)

@@ -71,6 +71,9 @@ type RetryPolicy struct {
 	Now   func() time.Time
 	// Logger receives one debug line per retry (method, path, status, wait).
 	Logger hclog.Logger
+	// Observe, when set, sees every attempt's status (0 when no answer
+	// came), for metrics.
+	Observe func(status int)
 }
 
 // DefaultRetryPolicy suits interactive Vault requests: a caller waits at most
@@ -166,6 +169,13 @@ func (p RetryPolicy) Do(ctx context.Context, client *http.Client, idempotent boo
 			return nil, err
 		}
 		resp, err := client.Do(req)
+		if p.Observe != nil {
+			status := 0
+			if err == nil {
+				status = resp.StatusCode
+			}
+			p.Observe(status)
+		}
 		if err != nil {
 			unknown := !idempotent && sent.Load()
 			if ctx.Err() != nil {
