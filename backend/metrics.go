@@ -2,8 +2,10 @@ package backend
 
 import (
 	"bytes"
+	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -109,6 +111,9 @@ func (m *engineMetrics) exposition(entries []*integrationEntry, cfg *snykConfig,
 	var buf bytes.Buffer
 	for _, f := range families {
 		if len(f.Metric) == 0 {
+			// Announced without samples, so that rules and dashboards can
+			// rely on every name (the encoder refuses an empty family).
+			fmt.Fprintf(&buf, "# HELP %s %s\n# TYPE %s %s\n", f.GetName(), f.GetHelp(), f.GetName(), strings.ToLower(f.GetType().String()))
 			continue
 		}
 		if _, err := expfmt.MetricFamilyToText(&buf, f); err != nil {

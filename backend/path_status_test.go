@@ -128,3 +128,22 @@ func TestMetricsParseAsPrometheusText(t *testing.T) {
 		fmt.Println(string(body))
 	}
 }
+
+// TestMetricsAnnounceEveryFamily: with no integration at all, every metric
+// name is still announced and the body parses.
+func TestMetricsAnnounceEveryFamily(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(nil)
+	body := env.mustOK(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte)
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	if _, err := parser.TextToMetricFamilies(bytes.NewReader(body)); err != nil {
+		t.Fatalf("not Prometheus text: %v\n%s", err, body)
+	}
+	// The parser drops families without samples; the announcement is in
+	// the text.
+	for _, name := range []string{"snyk_broker_integrations", "snyk_broker_switch_overdue_seconds", "snyk_broker_scm_token_expiry_timestamp_seconds", "snyk_broker_next_switch_seconds", "snyk_broker_upstream_requests_total"} {
+		if !bytes.Contains(body, []byte("# TYPE "+name+" ")) {
+			t.Errorf("%s is not announced", name)
+		}
+	}
+}

@@ -374,19 +374,3 @@ func TestBrokerChainOverlap(t *testing.T) {
 		t.Errorf("%d failed requests with the overlap pattern, target 0", f.failed)
 	}
 }
-
-// report prints a measured figure and appends it to $E2E_FIGURES (make
-// prints that file after the run: go test hides a passing test's output).
-func report(t *testing.T, line string) {
-	t.Helper()
-	t.Log(line)
-	if path := os.Getenv("E2E_FIGURES"); path != "" {
-		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		if err != nil {
-			t.Errorf("writing figures: %v", err)
-			return
-		}
-		defer f.Close()
-		fmt.Fprintln(f, line)
-	}
-}

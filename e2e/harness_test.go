@@ -308,3 +308,19 @@ func keysOf[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// report prints a measured figure and appends it to $E2E_FIGURES (make
+// prints that file after the run: go test hides a passing test's output).
+func report(t *testing.T, line string) {
+	t.Helper()
+	t.Log(line)
+	if path := os.Getenv("E2E_FIGURES"); path != "" {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Errorf("writing figures: %v", err)
+			return
+		}
+		defer f.Close()
+		fmt.Fprintln(f, line)
+	}
+}

@@ -75,6 +75,8 @@ func TestOpenAPIAndPathHelp(t *testing.T) {
 		"/snyk/broker/{name}/{scm}":        {"get"},
 		"/snyk/broker/{name}/{scm}/rotate": {"post"},
 		"/snyk/scm/validate":               {"post"},
+		"/snyk/status":                     {"get"},
+		"/snyk/metrics":                    {"get"},
 	}
 	seenIDs := map[string]string{}
 	var enginePaths []string

@@ -21,3 +21,7 @@ path "snyk/broker/+/+/rotate" {
 path "snyk/scm/validate" {
   capabilities = ["update"]
 }
+
+path "snyk/status" {
+  capabilities = ["read"]
+}

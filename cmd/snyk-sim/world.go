@@ -228,6 +228,8 @@ func (w *world) state() []integrationState {
 //	POST /faults/clear              {"target"} ("" = all)
 //	POST /latency                   {"target","ms"}
 //	POST /profile                   {"name"}: answer the undocumented refusals as that profile does
+//	POST /scm-tokens                {"target":"github"|"gitlab","token","scopes"}: a new SCM token
+//	POST /scm-tokens/revoke         {"target","token"}: revoke it at the SCM
 func (w *world) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /info", func(rw http.ResponseWriter, _ *http.Request) {
@@ -318,6 +320,45 @@ func (w *world) adminHandler() http.Handler {
 			if in.Target == "" || in.Target == name {
 				inj.Clear()
 			}
+		}
+		rw.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /scm-tokens", func(rw http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Target string   `json:"target"`
+			Token  string   `json:"token"`
+			Scopes []string `json:"scopes"`
+		}
+		if !decode(rw, r, &in) {
+			return
+		}
+		switch in.Target {
+		case "github":
+			w.github.AddToken(in.Token, scmtest.GitHubToken{Login: "sim-user", Scopes: in.Scopes})
+		case "gitlab":
+			w.gitlab.AddToken(in.Token, scmtest.GitLabToken{Username: "sim-user", Scopes: in.Scopes, AccessLevel: scmtest.GitLabMaintainer})
+		default:
+			http.Error(rw, "target must be github or gitlab", http.StatusBadRequest)
+			return
+		}
+		rw.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /scm-tokens/revoke", func(rw http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Target string `json:"target"`
+			Token  string `json:"token"`
+		}
+		if !decode(rw, r, &in) {
+			return
+		}
+		switch in.Target {
+		case "github":
+			w.github.RevokeToken(in.Token)
+		case "gitlab":
+			w.gitlab.RevokeToken(in.Token)
+		default:
+			http.Error(rw, "target must be github or gitlab", http.StatusBadRequest)
+			return
 		}
 		rw.WriteHeader(http.StatusNoContent)
 	})
