@@ -54,6 +54,35 @@ type snykConfig struct {
 	// reported expiring. Zero means the default.
 	SCMCheckPeriod   time.Duration `json:"scm_check_period,omitempty"`
 	SCMExpiryWarning time.Duration `json:"scm_expiry_warning,omitempty"`
+
+	// The OAuth service account behind client_id, for rotate-root: its ID
+	// and the org or group that owns it.
+	ServiceAccountID      string `json:"service_account_id,omitempty"`
+	ServiceAccountOrgID   string `json:"service_account_org_id,omitempty"`
+	ServiceAccountGroupID string `json:"service_account_group_id,omitempty"`
+	// RootRotationPeriod, when set, has the rotation loop rotate the client
+	// secret that often.
+	RootRotationPeriod time.Duration `json:"root_rotation_period,omitempty"`
+	RootRotatedAt      time.Time     `json:"root_rotated_at,omitempty"`
+	RootRotationError  string        `json:"root_rotation_error,omitempty"`
+	// PendingClientSecret is a secret Snyk created for a rotation that has
+	// not been switched to yet (stored first: Snyk never shows it again);
+	// PreviousClientSecret one switched away from and not yet deleted at
+	// Snyk. Both are credentials.
+	PendingClientSecret  string `json:"pending_client_secret,omitempty"`
+	PreviousClientSecret string `json:"previous_client_secret,omitempty"`
+}
+
+// serviceAccountScope is the REST path segment and ID of the service
+// account's owner, "" when none is configured.
+func (c *snykConfig) serviceAccountScope() (scope, owner string) {
+	switch {
+	case c.ServiceAccountOrgID != "":
+		return "orgs", c.ServiceAccountOrgID
+	case c.ServiceAccountGroupID != "":
+		return "groups", c.ServiceAccountGroupID
+	}
+	return "", ""
 }
 
 func (c *snykConfig) scmCheckPeriod() time.Duration {

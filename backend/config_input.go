@@ -58,12 +58,15 @@ func applyConfigFields(cfg *snykConfig, d *framework.FieldData) []string {
 	case hasToken:
 		cfg.APIToken = strings.TrimSpace(token.(string))
 		cfg.ClientID, cfg.ClientSecret = "", ""
+		cfg.PendingClientSecret, cfg.PreviousClientSecret = "", ""
 	case hasID || hasSecret:
 		if hasID {
 			cfg.ClientID = strings.TrimSpace(id.(string))
 		}
 		if hasSecret {
 			cfg.ClientSecret = strings.TrimSpace(secret.(string))
+			// A secret the operator writes ends any rotation in progress.
+			cfg.PendingClientSecret, cfg.PreviousClientSecret = "", ""
 		}
 		// Switching from an API token to OAuth drops the token.
 		cfg.APIToken = ""
@@ -150,6 +153,33 @@ func applyConfigFields(cfg *snykConfig, d *framework.FieldData) []string {
 			} else {
 				*f.dst = n
 			}
+		}
+	}
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"service_account_id", &cfg.ServiceAccountID}, {"service_account_org_id", &cfg.ServiceAccountOrgID}, {"service_account_group_id", &cfg.ServiceAccountGroupID}} {
+		if v, ok := d.GetOk(f.name); ok {
+			v := strings.ToLower(strings.TrimSpace(v.(string)))
+			if v != "" && !isUUID(v) {
+				problems = append(problems, fmt.Sprintf("%s must be a UUID, got %q", f.name, v))
+			}
+			*f.dst = v
+		}
+	}
+	if cfg.ServiceAccountOrgID != "" && cfg.ServiceAccountGroupID != "" {
+		problems = append(problems, "service_account_org_id and service_account_group_id are mutually exclusive: a service account belongs to an org or to a group")
+	}
+	if v, ok := d.GetOk("root_rotation_period"); ok {
+		cfg.RootRotationPeriod = time.Duration(v.(int)) * time.Second
+	}
+	if cfg.RootRotationPeriod > 0 || cfg.ServiceAccountID != "" {
+		scope, _ := cfg.serviceAccountScope()
+		switch {
+		case cfg.APIToken != "":
+			problems = append(problems, "service_account_id and root_rotation_period apply to an OAuth service account (client_id, client_secret): Snyk has no API to rotate an API token")
+		case cfg.ServiceAccountID == "" || scope == "":
+			problems = append(problems, "rotating client_secret needs service_account_id and service_account_org_id (or service_account_group_id)")
 		}
 	}
 	return problems

@@ -94,6 +94,22 @@ func pathConfig(b *backend) []*framework.Path {
 				Description: "How often every integration's SCM credential is checked again (scopes, role, expiry, revocation); integrations may override it.",
 				Default:     int(defaultSCMCheckPeriod.Seconds()),
 			},
+			"service_account_id": {
+				Type:        framework.TypeString,
+				Description: "ID of the OAuth service account client_id belongs to; with service_account_org_id or service_account_group_id, it lets config/rotate-root rotate client_secret.",
+			},
+			"service_account_org_id": {
+				Type:        framework.TypeString,
+				Description: "The Snyk org that owns the service account (an org service account).",
+			},
+			"service_account_group_id": {
+				Type:        framework.TypeString,
+				Description: "The Snyk group that owns the service account (a group service account).",
+			},
+			"root_rotation_period": {
+				Type:        framework.TypeDurationSecond,
+				Description: "Rotate client_secret this often (0: only by config/rotate-root).",
+			},
 			"scm_expiry_warning": {
 				Type:        framework.TypeDurationSecond,
 				Description: "How long before an SCM token's expiry it is reported expiring (scm_status, a warning on broker reads, an event).",
@@ -117,6 +133,18 @@ func pathConfig(b *backend) []*framework.Path {
 		ExistenceCheck:  b.pathConfigExists,
 		HelpSynopsis:    pathConfigHelpSyn,
 		HelpDescription: pathConfigHelpDesc,
+	}, {
+		Pattern: "config/rotate-root$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationVerb:   "rotate",
+			OperationSuffix: "root",
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: forwarded(b.pathConfigRotateRoot, "Rotate the engine's OAuth client secret, never losing a working one.", nil),
+		},
+		HelpSynopsis:    "Rotate the engine's own Snyk credential.",
+		HelpDescription: pathConfigRotateRootHelpDesc,
 	}}
 }
 
@@ -137,6 +165,12 @@ var configResponseFields = map[string]*framework.FieldSchema{
 	"rotation_concurrency":         {Type: framework.TypeInt},
 	"scm_check_period":             {Type: framework.TypeDurationSecond},
 	"scm_expiry_warning":           {Type: framework.TypeDurationSecond},
+	"service_account_id":           {Type: framework.TypeString},
+	"service_account_org_id":       {Type: framework.TypeString},
+	"service_account_group_id":     {Type: framework.TypeString},
+	"root_rotation_period":         {Type: framework.TypeDurationSecond},
+	"root_rotated_at":              {Type: framework.TypeTime},
+	"root_rotation_error":          {Type: framework.TypeString},
 }
 
 func regionNames() []interface{} {
@@ -178,9 +212,17 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		"rotation_concurrency":         cfg.rotationWorkers(),
 		"scm_check_period":             int64(cfg.scmCheckPeriod().Seconds()),
 		"scm_expiry_warning":           int64(cfg.scmExpiryWarning().Seconds()),
+		"root_rotation_period":         int64(cfg.RootRotationPeriod.Seconds()),
+		"root_rotated_at":              timeOrNil(cfg.RootRotatedAt),
+		"root_rotation_error":          cfg.RootRotationError,
 	}
 	if cfg.ClientID != "" {
 		data["client_id"] = cfg.ClientID
+	}
+	for k, v := range map[string]string{"service_account_id": cfg.ServiceAccountID, "service_account_org_id": cfg.ServiceAccountOrgID, "service_account_group_id": cfg.ServiceAccountGroupID} {
+		if v != "" {
+			data[k] = v
+		}
 	}
 	return &logical.Response{Data: data}, nil
 }
@@ -241,6 +283,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	for _, e := range entries {
 		b.requeue(ctx, req.Storage, e.Name, e.SCM, cfg)
 	}
+	b.rotation.scheduleRootRotation(cfg)
 	// A response (the config as a read shows it) so that Vault can attach
 	// its warning about fields this path does not know.
 	return b.pathConfigRead(ctx, req, d)

@@ -75,6 +75,9 @@ func (b *backend) enableOutcomeUnknown(ctx context.Context, s logical.Storage, e
 // be fetched again, so the job is to make the situation visible on the
 // integration and in the log, then drop the entry.
 func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind string, data interface{}) error {
+	if kind == walKindRotateRoot {
+		return b.rotateRootRollback(ctx, req.Storage)
+	}
 	var w walEntry
 	if err := mapToStruct(data, &w); err != nil {
 		return err
@@ -154,4 +157,26 @@ func mapToStruct(in interface{}, out interface{}) error {
 		return err
 	}
 	return json.Unmarshal(raw, out)
+}
+
+// rotateRootRollback reads an interrupted secret creation of rotate-root:
+// unless the new secret was stored (then the next rotation resumes with
+// it), Snyk may hold a second secret Vault never saw, and the next create
+// may be refused for Snyk's limit of two.
+func (b *backend) rotateRootRollback(ctx context.Context, s logical.Storage) error {
+	b.configWriteMu.Lock()
+	defer b.configWriteMu.Unlock()
+	cfg, err := getConfig(ctx, s)
+	if err != nil || cfg == nil || cfg.PendingClientSecret != "" {
+		return err
+	}
+	msg := "creating a new client secret was interrupted: the service account may hold a second secret Vault never stored; " +
+		"if rotate-root is then refused for Snyk's limit of two secrets, delete the unknown one in Snyk (the one in use is shown by credential_fingerprint)"
+	b.log().Warn("interrupted rotate-root", "detail", msg)
+	cfg.RootRotationError = b.now().UTC().Format(time.RFC3339) + ": " + msg
+	if err := putConfig(ctx, s, cfg); err != nil {
+		return err
+	}
+	b.resetClient()
+	return nil
 }

@@ -284,6 +284,10 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 		m.processSCMCheck(ctx, s, integrationKey)
 		return
 	}
+	if key == rootRotationKey {
+		m.processRootRotation(ctx, s)
+		return
+	}
 	b := m.b
 	name, kind := splitQueueKey(key)
 	unlock := b.lockIntegration(name, kind)

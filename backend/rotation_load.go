@@ -120,6 +120,9 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
 		}
 		m.schedule(e, cfg)
 	}
+	if stored, err := getConfig(ctx, s); err == nil {
+		m.scheduleRootRotation(stored)
+	}
 	m.b.log().Info("rotation engine loaded", "integrations", len(keys), "queued", m.queueLen())
 	return nil
 }

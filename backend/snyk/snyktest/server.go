@@ -20,6 +20,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,8 @@ const (
 	RouteClone             = "POST /v1/org/{orgId}/integrations/{integrationId}/clone"
 	RouteDeleteCredentials = "DELETE /v1/org/{orgId}/integrations/{integrationId}/authentication"
 	RouteSettings          = "GET|PUT /v1/org/{orgId}/integrations/{integrationId}/settings"
+	RouteOrgSASecrets      = "POST /rest/orgs/{owner_id}/service_accounts/{sa_id}/secrets"
+	RouteGroupSASecrets    = "POST /rest/groups/{owner_id}/service_accounts/{sa_id}/secrets"
 )
 
 // Options configures a Server.
@@ -67,7 +70,8 @@ type Server struct {
 
 	mu               sync.Mutex
 	apiTokens        map[string]bool
-	clients          map[string]string
+	clients          map[string][]string // client_id -> its secrets (at most two)
+	serviceAccounts  map[string]*serviceAccount
 	accessTokens     map[string]accessToken
 	accessIssued     int
 	orgs             map[string]*org
@@ -104,7 +108,8 @@ func New(opts Options) *Server {
 		now:              opts.Now,
 		ttl:              opts.AccessTokenTTL,
 		apiTokens:        map[string]bool{},
-		clients:          map[string]string{},
+		clients:          map[string][]string{},
+		serviceAccounts:  map[string]*serviceAccount{},
 		accessTokens:     map[string]accessToken{},
 		orgs:             map[string]*org{},
 		integrations:     map[string]*integration{},
@@ -122,7 +127,7 @@ func New(opts Options) *Server {
 		s.apiTokens[t] = true
 	}
 	for id, secret := range opts.OAuthClients {
-		s.clients[id] = secret
+		s.clients[id] = []string{secret}
 	}
 
 	routes := []struct {
@@ -142,6 +147,8 @@ func New(opts Options) *Server {
 		{RouteClone, s.authed(s.handleClone)},
 		{RouteDeleteCredentials, s.authed(s.handleDeleteCredentials)},
 		{RouteSettings, s.authed(s.handleSettings)},
+		{RouteOrgSASecrets, s.authed(s.restAPI(s.handleSASecrets("org")))},
+		{RouteGroupSASecrets, s.authed(s.restAPI(s.handleSASecrets("group")))},
 	}
 	for _, rt := range routes {
 		// Faults first, so that counters include throttled and rejected
@@ -354,8 +361,8 @@ func (s *Server) handleOAuthToken(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
-	want, known := s.clients[id]
-	if !known || want != secret {
+	secrets, known := s.clients[id]
+	if !known || !slices.Contains(secrets, secret) {
 		s.mu.Unlock()
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "Client authentication failed")
 		return
