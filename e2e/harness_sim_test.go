@@ -36,6 +36,11 @@ type simInfo struct {
 	BitbucketUsername string            `json:"bitbucket_username"`
 	BitbucketPassword string            `json:"bitbucket_password"`
 	BitbucketToken    string            `json:"bitbucket_token"`
+
+	RotatableClientID     string `json:"rotatable_client_id"`
+	RotatableClientSecret string `json:"rotatable_client_secret"`
+	ServiceAccountID      string `json:"service_account_id"`
+	ServiceAccountOrgID   string `json:"service_account_org_id"`
 }
 
 type simIntegration struct {

@@ -17,12 +17,16 @@ import (
 // The demo world. IDs and credentials are fixed so that docs, `make dev` and
 // tests can name them; they are fake and only valid against this simulator.
 const (
-	demoAPIToken     = "0d3c9c1e-7a0b-4e55-9f0e-5a1b2c3d4e5f"
-	demoClientID     = "6f1e2d3c-4b5a-4968-8776-655443322110"
-	demoClientSecret = "snyk_cs_demo_0123456789abcdef_v1"
-	demoGroupID      = "8e2c4a61-9b3d-4f7e-a5c8-1d2e3f405162"
-	demoPaymentsOrg  = "3f6a9c2e-5b8d-4e1f-9a3c-7b6d5e4f3a21"
-	demoPlatformOrg  = "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
+	demoAPIToken = "0d3c9c1e-7a0b-4e55-9f0e-5a1b2c3d4e5f"
+	demoClientID = "6f1e2d3c-4b5a-4968-8776-655443322110"
+	// A second OAuth client whose service account rotate-root may rotate,
+	// so that rotating it never disturbs what uses the first.
+	demoRotatableClientID     = "7a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d"
+	demoRotatableClientSecret = "snyk_cs_rotatable0000000000_v1"
+	demoClientSecret          = "snyk_cs_demo_0123456789abcdef_v1"
+	demoGroupID               = "8e2c4a61-9b3d-4f7e-a5c8-1d2e3f405162"
+	demoPaymentsOrg           = "3f6a9c2e-5b8d-4e1f-9a3c-7b6d5e4f3a21"
+	demoPlatformOrg           = "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
 
 	demoGitHubToken  = "ghp_demo1234567890abcdefghijklmnopqrstuv"
 	demoGHEToken     = "ghp_demoenterprise1234567890abcdefghijkl"
@@ -51,11 +55,16 @@ type Info struct {
 	// Profile names how the fake answers Snyk's undocumented refusals.
 	Profile string `json:"profile"`
 
-	APIToken     string            `json:"api_token"`
-	ClientID     string            `json:"client_id"`
-	ClientSecret string            `json:"client_secret"`
-	GroupID      string            `json:"group_id"`
-	Orgs         map[string]string `json:"orgs"`
+	APIToken     string `json:"api_token"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+	// An OAuth client of a service account that rotate-root may rotate.
+	RotatableClientID     string            `json:"rotatable_client_id"`
+	RotatableClientSecret string            `json:"rotatable_client_secret"`
+	ServiceAccountID      string            `json:"service_account_id"`
+	ServiceAccountOrgID   string            `json:"service_account_org_id"`
+	GroupID               string            `json:"group_id"`
+	Orgs                  map[string]string `json:"orgs"`
 
 	GitHubToken         string `json:"github_token"`
 	GHEToken            string `json:"ghe_token"`
@@ -90,7 +99,7 @@ func newWorld() *world {
 	w := &world{
 		snyk: snyktest.New(snyktest.Options{
 			APITokens:    []string{demoAPIToken},
-			OAuthClients: map[string]string{demoClientID: demoClientSecret},
+			OAuthClients: map[string]string{demoClientID: demoClientSecret, demoRotatableClientID: demoRotatableClientSecret},
 		}),
 		github:    scmtest.NewGitHub(false),
 		ghe:       scmtest.NewGitHub(true),
@@ -116,8 +125,12 @@ func newWorld() *world {
 	w.azure.AddToken(demoAzureToken, scmtest.AzureToken{DisplayName: "Snyk Broker", CodeRead: true})
 	w.bitbucket.AddUser(scmtest.BitbucketUser{Username: demoBBUser, Password: demoBBPassword, Tokens: []string{demoBBToken}, RepoAdmin: true})
 
+	serviceAccount := w.snyk.AddServiceAccount("org", demoPaymentsOrg, demoRotatableClientID)
+
 	w.info = Info{
 		APIToken: demoAPIToken, ClientID: demoClientID, ClientSecret: demoClientSecret, GroupID: demoGroupID,
+		RotatableClientID: demoRotatableClientID, RotatableClientSecret: demoRotatableClientSecret,
+		ServiceAccountID: serviceAccount, ServiceAccountOrgID: demoPaymentsOrg,
 		Orgs:        map[string]string{"payments": demoPaymentsOrg, "platform": demoPlatformOrg},
 		GitHubToken: demoGitHubToken, GHEToken: demoGHEToken, GitLabToken: demoGitLabToken,
 		AzureToken: demoAzureToken, AzureOrg: demoAzureOrg,
