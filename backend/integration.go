@@ -69,6 +69,15 @@ type integrationEntry struct {
 	SCMProblems    []string      `json:"scm_problems,omitempty"`
 	SCMCheckPeriod time.Duration `json:"scm_check_period,omitempty"`
 
+	// GitLab PAT self-rotation: opt-in, scm_rotate_before_expiry ahead of
+	// the token's expiry. SCMRotationError stops further attempts until a
+	// new scm_token is written (a lost rotation answer may have revoked the
+	// stored token; retrying with it would revoke its whole family).
+	SCMTokenAutoRotate    bool          `json:"scm_token_auto_rotate,omitempty"`
+	SCMRotateBeforeExpiry time.Duration `json:"scm_rotate_before_expiry,omitempty"`
+	SCMRotatedAt          time.Time     `json:"scm_rotated_at,omitempty"`
+	SCMRotationError      string        `json:"scm_rotation_error,omitempty"`
+
 	// CurrentToken is the token Snyk currently routes by, as far as Vault
 	// knows; empty for an adopted integration until its first switch.
 	CurrentToken string `json:"current_token,omitempty"`

@@ -104,6 +104,14 @@ func integrationFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeDurationSecond,
 			Description: "How long before a scheduled switch the provisional token is obtained; defaults to config's provision_ahead.",
 		},
+		"scm_token_auto_rotate": {
+			Type:        framework.TypeBool,
+			Description: "GitLab only: rotate the personal access token (personal_access_tokens/self/rotate) scm_rotate_before_expiry before it expires.",
+		},
+		"scm_rotate_before_expiry": {
+			Type:        framework.TypeDurationSecond,
+			Description: "How long before the GitLab token's expiry it is rotated (default 168h).",
+		},
 		"scm_check_period": {
 			Type:        framework.TypeDurationSecond,
 			Description: "How often this integration's SCM credential is checked again; defaults to config's scm_check_period.",
@@ -139,6 +147,11 @@ var integrationResponseFields = map[string]*framework.FieldSchema{
 	"scm_checked_at":           {Type: framework.TypeTime},
 	"scm_problems":             {Type: framework.TypeStringSlice},
 	"scm_check_period":         {Type: framework.TypeDurationSecond},
+	"scm_token_auto_rotate":    {Type: framework.TypeBool},
+	"scm_rotate_before_expiry": {Type: framework.TypeDurationSecond},
+	"scm_rotated_at":           {Type: framework.TypeTime},
+	"next_scm_rotation":        {Type: framework.TypeTime},
+	"scm_rotation_error":       {Type: framework.TypeString},
 	"switch_outcome_unknown":   {Type: framework.TypeBool, Description: "while a provisional token is held: a switch of it was sent and its answer lost"},
 	"ttl":                      {Type: framework.TypeDurationSecond},
 	"rotation_period":          {Type: framework.TypeDurationSecond},

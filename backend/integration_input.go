@@ -148,6 +148,19 @@ func (e *integrationEntry) applySCMCredential(d *framework.FieldData) (sent, cha
 	pass, hasPass := r.str("scm_password")
 	sent = hasToken || hasPass
 	changed = hasToken || hasUser || hasPass
+	if hasToken {
+		// A new token ends a failed rotation's stop.
+		e.SCMRotationError = ""
+	}
+	if v, ok := d.GetOk("scm_token_auto_rotate"); ok {
+		e.SCMTokenAutoRotate = v.(bool)
+	}
+	if v, ok := d.GetOk("scm_rotate_before_expiry"); ok {
+		e.SCMRotateBeforeExpiry = time.Duration(v.(int)) * time.Second
+	}
+	if e.SCMTokenAutoRotate && e.SCM != scm.GitLab {
+		problems = append(problems, "scm_token_auto_rotate applies only to gitlab (the only SCM whose token can rotate itself by API): remove it")
+	}
 	switch {
 	case hasToken && (hasUser || hasPass):
 		problems = append(problems, "send either scm_token, or scm_username with scm_password, not both")

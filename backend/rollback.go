@@ -106,6 +106,15 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 			return nil
 		}
 		msg = "enabling Broker was interrupted; the integration may now be brokered with a token Vault never stored: write the integration again to adopt it"
+	case walKindSCMRotate:
+		if b.rotation.unsavedEntry(queueKey(w.Name, w.SCM)) != nil {
+			return fmt.Errorf("the rotated GitLab token is not stored yet")
+		}
+		if e == nil || e.SCMRotatedAt.After(w.StartedAt) {
+			return nil
+		}
+		msg = "a GitLab token rotation was interrupted: GitLab may have revoked the stored SCM token and issued one Vault never stored: write a new scm_token"
+		e.SCMRotationError = b.now().UTC().Format(time.RFC3339) + ": " + msg
 	case walKindSwitch:
 		// The switch was sent (or about to be) and its answer is unknown.
 		// Recording that on the integration lets the next attempt read a

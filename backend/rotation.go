@@ -207,6 +207,11 @@ func (m *rotationManager) schedule(e *integrationEntry, cfg *snykConfig) {
 	check := scmCheckKey(key)
 	_, _ = m.queue.PopByKey(check)
 	_ = m.queue.Push(&queue.Item{Key: check, Priority: e.nextSCMCheck(cfg, m.b.now()).UnixMilli()})
+	rotate := scmRotateKey(key)
+	_, _ = m.queue.PopByKey(rotate)
+	if at, ok := e.nextSCMRotation(); ok {
+		_ = m.queue.Push(&queue.Item{Key: rotate, Priority: at.UnixMilli()})
+	}
 	m.nudge()
 }
 
@@ -282,6 +287,10 @@ func (m *rotationManager) tick(ctx context.Context) {
 func (m *rotationManager) process(ctx context.Context, s logical.Storage, key string) {
 	if integrationKey, ok := strings.CutPrefix(key, scmCheckPrefix); ok {
 		m.processSCMCheck(ctx, s, integrationKey)
+		return
+	}
+	if integrationKey, ok := strings.CutPrefix(key, scmRotatePrefix); ok {
+		m.processSCMRotate(ctx, s, integrationKey)
 		return
 	}
 	if key == rootRotationKey {

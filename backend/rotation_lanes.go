@@ -208,6 +208,7 @@ func (m *rotationManager) forget(key string) {
 	defer m.mu.Unlock()
 	_, _ = m.queue.PopByKey(key)
 	_, _ = m.queue.PopByKey(scmCheckKey(key))
+	_, _ = m.queue.PopByKey(scmRotateKey(key))
 	delete(m.unsaved, key)
 	m.releaseLocked(key)
 	for _, l := range m.lanes {

@@ -94,12 +94,24 @@ func (e *integrationEntry) scmStatusData(cfg *snykConfig) map[string]interface{}
 	if status == "" {
 		status = scmStatusUnknown
 	}
-	return map[string]interface{}{
+	d := map[string]interface{}{
 		"scm_status":       status,
 		"scm_checked_at":   timeOrNil(e.SCMCheckedAt),
 		"scm_problems":     nonNil(e.SCMProblems),
 		"scm_check_period": int64(e.scmCheckPeriod(cfg).Seconds()),
 	}
+	if e.SCMTokenAutoRotate {
+		d["scm_token_auto_rotate"] = true
+		d["scm_rotate_before_expiry"] = int64(e.scmRotateBefore().Seconds())
+		d["scm_rotated_at"] = timeOrNil(e.SCMRotatedAt)
+		if at, ok := e.nextSCMRotation(); ok {
+			d["next_scm_rotation"] = at.UTC().Format(time.RFC3339)
+		}
+		if e.SCMRotationError != "" {
+			d["scm_rotation_error"] = e.SCMRotationError
+		}
+	}
+	return d
 }
 
 // scmWarning is the warning a broker read carries about the SCM credential,

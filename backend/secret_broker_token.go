@@ -74,6 +74,11 @@ func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
 	if untilPhase := phase.Sub(now); untilPhase < ttl {
 		ttl = untilPhase
 	}
+	// A GitLab token rotation revokes the served token at once: leases end
+	// then too, so that clients re-read the new one.
+	if at, ok := e.nextSCMRotation(); ok && at.After(now) && at.Sub(now) < ttl {
+		ttl = at.Sub(now)
+	}
 	if ttl < minLeaseTTL {
 		ttl = minLeaseTTL
 	}

@@ -1,7 +1,10 @@
 package scmtest
 
 import (
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -20,6 +23,7 @@ const (
 	RouteGitLabProjects     = "gitlab.projects"                                 // GET /projects
 	RouteGitLabUser         = "gitlab.user"                                     // GET /user
 	RouteGitLabMetadata     = "gitlab.metadata"                                 // GET /metadata
+	RouteGitLabTokenRotate  = "gitlab.token.rotate"                             // POST /personal_access_tokens/self/rotate
 	RouteGitLabOther        = "gitlab.other"                                    // anything else: 401 or 404
 )
 
@@ -73,6 +77,11 @@ type GitLabOptions struct {
 type glToken struct {
 	GitLabToken
 	id, userID int
+	// family links a token to the tokens rotated from it: GitLab revokes
+	// the whole family when a rotated (revoked) token is used again.
+	family int
+	// rotated: this token was rotated away (revoked, with a successor).
+	rotated bool
 }
 
 // GitLab fakes gitlab.com or a self-managed instance under /api/v4.
@@ -112,6 +121,7 @@ func NewGitLab(opts GitLabOptions) *GitLab {
 	g.mux.HandleFunc("GET /api/v4/projects", g.inj.Wrap(RouteGitLabProjects, g.projects))
 	g.mux.HandleFunc("GET /api/v4/user", g.inj.Wrap(RouteGitLabUser, g.user))
 	g.mux.HandleFunc("GET /api/v4/metadata", g.inj.Wrap(RouteGitLabMetadata, g.metadata))
+	g.mux.HandleFunc("POST /api/v4/personal_access_tokens/self/rotate", g.inj.Wrap(RouteGitLabTokenRotate, g.rotateSelf))
 	g.mux.HandleFunc("/", g.inj.Wrap(RouteGitLabOther, g.other))
 	return g
 }
@@ -129,7 +139,7 @@ func (g *GitLab) AddToken(token string, t GitLabToken) {
 		old.GitLabToken, old.userID = t, uid
 		return
 	}
-	g.tokens[token] = &glToken{GitLabToken: t, id: g.nextID, userID: uid}
+	g.tokens[token] = &glToken{GitLabToken: t, id: g.nextID, userID: uid, family: g.nextID}
 	g.nextID++
 }
 
@@ -197,6 +207,11 @@ func (g *GitLab) authenticate(w http.ResponseWriter, r *http.Request, scopes ...
 	t, ok := g.tokens[cred]
 	var snapshot glToken
 	if ok {
+		if t.rotated {
+			// Reuse detection (GitLab 16.3+): using a token that was rotated
+			// away revokes every active token of its family.
+			g.revokeFamilyLocked(t.family)
+		}
 		snapshot = *t
 	}
 	g.mu.Unlock()
@@ -390,4 +405,113 @@ func (g *GitLab) other(w http.ResponseWriter, r *http.Request) {
 	if _, ok := g.authenticate(w, r); ok {
 		writeJSON(w, http.StatusNotFound, gitLabNotFoundBody)
 	}
+}
+
+func (g *GitLab) revokeFamilyLocked(family int) {
+	for _, t := range g.tokens {
+		if t.family == family {
+			t.Revoked = true
+		}
+	}
+}
+
+// rotateSelf is POST /personal_access_tokens/self/rotate (GitLab 16.10+):
+// it needs api or self_rotate, revokes the presented token at once and
+// returns its successor (same user, scopes and family) with a new
+// expires_at (default one week; at most one year ahead).
+func (g *GitLab) rotateSelf(w http.ResponseWriter, r *http.Request) {
+	t, ok := g.authenticate(w, r, "api", "self_rotate")
+	if !ok {
+		return
+	}
+	if t.NotPAT {
+		writeJSON(w, http.StatusMethodNotAllowed, `{"message":"405 Method Not Allowed"}`)
+		return
+	}
+	var req struct {
+		ExpiresAt string `json:"expires_at"`
+	}
+	if body, _ := io.ReadAll(r.Body); len(body) > 0 {
+		if json.Unmarshal(body, &req) != nil {
+			writeJSON(w, http.StatusBadRequest, `{"error":"expires_at is invalid"}`)
+			return
+		}
+	}
+	now := clock(g.opts.Now).UTC()
+	expires := now.AddDate(0, 0, 7)
+	if req.ExpiresAt != "" {
+		d, err := time.ParseInLocation("2006-01-02", req.ExpiresAt, time.UTC)
+		if err != nil || !d.After(now) || d.After(now.AddDate(1, 0, 0)) {
+			writeJSON(w, http.StatusBadRequest, `{"message":"400 Bad request - expires_at must be a future date at most a year ahead"}`)
+			return
+		}
+		expires = d
+	}
+	cred := gitlabCredential(r)
+	g.mu.Lock()
+	old := g.tokens[cred]
+	if old == nil || old.Revoked {
+		g.mu.Unlock()
+		writeJSON(w, http.StatusUnauthorized, GitLabUnauthorizedBody)
+		return
+	}
+	old.Revoked, old.rotated = true, true
+	token := "glpat-" + randomToken(20)
+	next := &glToken{GitLabToken: old.GitLabToken, id: g.nextID, userID: old.userID, family: old.family}
+	next.Revoked, next.ExpiresAt = false, expires.Format("2006-01-02")
+	g.tokens[token] = next
+	g.nextID++
+	g.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"id": next.id, "name": "snyk-broker", "revoked": false, "created_at": now.Format(time.RFC3339),
+		"description": nil, "scopes": next.Scopes, "user_id": next.userID, "last_used_at": nil,
+		"active": true, "granular": false, "expires_at": next.ExpiresAt, "token": token,
+	})
+}
+
+// TokenFamilyRevoked reports whether every token of token's family is
+// revoked (what GitLab's reuse detection does).
+func (g *GitLab) TokenFamilyRevoked(token string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t := g.tokens[token]
+	if t == nil {
+		return false
+	}
+	for _, o := range g.tokens {
+		if o.family == t.family && !o.Revoked {
+			return false
+		}
+	}
+	return true
+}
+
+// ActiveTokens returns how many tokens of token's family are active.
+func (g *GitLab) ActiveTokens(token string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t := g.tokens[token]
+	if t == nil {
+		return 0
+	}
+	n := 0
+	for _, o := range g.tokens {
+		if o.family == t.family && !o.Revoked {
+			n++
+		}
+	}
+	return n
+}
+
+// randomToken returns n random lower-case alphanumerics.
+func randomToken(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
 }
