@@ -241,7 +241,7 @@ func (w *world) state() []integrationState {
 //	POST /faults/clear              {"target"} ("" = all)
 //	POST /latency                   {"target","ms"}
 //	POST /profile                   {"name"}: answer the undocumented refusals as that profile does
-//	POST /scm-tokens                {"target":"github"|"gitlab","token","scopes"}: a new SCM token
+//	POST /scm-tokens                {"target":"github"|"gitlab","token","scopes","expires_at"}: a new SCM token
 //	POST /scm-tokens/revoke         {"target","token"}: revoke it at the SCM
 func (w *world) adminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -338,9 +338,10 @@ func (w *world) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /scm-tokens", func(rw http.ResponseWriter, r *http.Request) {
 		var in struct {
-			Target string   `json:"target"`
-			Token  string   `json:"token"`
-			Scopes []string `json:"scopes"`
+			Target    string   `json:"target"`
+			Token     string   `json:"token"`
+			Scopes    []string `json:"scopes"`
+			ExpiresAt string   `json:"expires_at"` // GitLab: YYYY-MM-DD
 		}
 		if !decode(rw, r, &in) {
 			return
@@ -349,7 +350,7 @@ func (w *world) adminHandler() http.Handler {
 		case "github":
 			w.github.AddToken(in.Token, scmtest.GitHubToken{Login: "sim-user", Scopes: in.Scopes})
 		case "gitlab":
-			w.gitlab.AddToken(in.Token, scmtest.GitLabToken{Username: "sim-user", Scopes: in.Scopes, AccessLevel: scmtest.GitLabMaintainer})
+			w.gitlab.AddToken(in.Token, scmtest.GitLabToken{Username: "sim-user", Scopes: in.Scopes, ExpiresAt: in.ExpiresAt, AccessLevel: scmtest.GitLabMaintainer})
 		default:
 			http.Error(rw, "target must be github or gitlab", http.StatusBadRequest)
 			return
