@@ -3,8 +3,6 @@ package backend
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -12,8 +10,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/queue"
 	"golang.org/x/time/rate"
-
-	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
 )
 
 // The rotation engine. Vault Community Edition has no rotation manager for
@@ -384,51 +380,5 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 		m.recordFailure(ctx, s, cfg, e, err)
 		return
 	}
-	m.schedule(e, cfg)
-}
-
-// recordFailure stores the error on the integration, backs off and requeues.
-// It never loops: every failure pushes the next attempt into the future.
-func (m *rotationManager) recordFailure(ctx context.Context, s logical.Storage, cfg *snykConfig, e *integrationEntry, err error) {
-	b := m.b
-	now := b.now().UTC()
-	key := queueKey(e.Name, e.SCM)
-	var msg string
-	switch {
-	case snyk.StatusOf(err) == http.StatusTooManyRequests:
-		// Snyk keeps answering 429 while requests continue: stop every
-		// background call for the window instead of retrying into it.
-		e.RetryAt = m.pauseFor429(now)
-		msg = fmt.Sprintf("Snyk rate limit (429): background rotations paused until %s", e.RetryAt.Format(time.RFC3339))
-	case e.ProvisionalToken == "" && snyk.Classify(snyk.OpProvision, err) == snyk.RefusalProvisionalConflict:
-		e.Failures++
-		e.RetryAt = now.Add(blockedGroupBackoff)
-		msg = fmt.Sprintf("BLOCKED: Snyk refuses a new provisional token because one already exists in the org's group and Vault does not hold it "+
-			"(Snyk has no API to read or cancel it). Every Broker token rotation in the group is blocked until it is switched: "+
-			"find the integration holding it (Snyk UI) and switch it, then rotate this one. Retrying at %s. Snyk said: %v", e.RetryAt.Format(time.RFC3339), err)
-		b.log().Error("rotation blocked by a provisional token Vault does not hold", "integration", key, "org_id", e.OrgID, "group_id", e.GroupID)
-	default:
-		e.backOff(now)
-		step := "provision"
-		if e.ProvisionalToken != "" {
-			step = "switch"
-		}
-		msg = fmt.Sprintf("%s failed (attempt %d, next at %s): %v", step, e.Failures, e.RetryAt.Format(time.RFC3339), err)
-		if e.ProvisionalToken == "" {
-			switch snyk.Classify(snyk.OpProvision, err) {
-			case snyk.RefusalNotBrokered:
-				msg += "; Snyk says the integration is not brokered: Broker may have been disabled outside Vault, and Vault never enables it during a rotation " +
-					"(delete and create the integration in Vault to enable Broker again)"
-			case snyk.RefusalUnknown:
-				msg += "; Vault cannot read this answer (Snyk documents none for provision-token), so it obtained nothing and retries"
-			}
-		}
-	}
-	e.LastRotationError = now.Format(time.RFC3339) + ": " + msg
-	if perr := putIntegration(context.WithoutCancel(ctx), s, e); perr != nil {
-		b.log().Error("rotation: could not record the failure", "integration", key, "error", perr)
-	}
-	b.log().Error("Broker token rotation step failed", "integration", key, "integration_id", e.IntegrationID, "error", err, "retry_at", e.RetryAt)
-	b.sendEvent(ctx, eventBrokerRotateFail, e, "error", msg)
 	m.schedule(e, cfg)
 }
