@@ -41,6 +41,11 @@
 //	rollback.go                      WAL entries and what recovery makes of each kind
 //	caller_errors.go                 Snyk refusals as 400s the operator can act on
 //	events.go                        rotation events
+//	config_input.go                  a config write: fields and the trust boundary
+//	scm_check.go, scm_monitor.go     SCM credential checks, at create and every scm_check_period
+//	scm_rotation.go                  GitLab token self-rotation
+//	root_rotation.go                 rotate-root: the engine's own client secret
+//	path_status.go, metrics.go       snyk/status and snyk/metrics (Prometheus text)
 //
 // # The rotation state machine
 //
