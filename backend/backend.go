@@ -117,9 +117,12 @@ func newBackend(opts Options) *backend {
 			pathBroker(b),
 			pathSCMValidate(b),
 			pathStatus(b),
+			pathRoles(b),
+			pathCreds(b),
 		),
 		Secrets: []*framework.Secret{
 			secretBrokerToken(b),
+			secretSnykToken(b),
 		},
 		InitializeFunc:    b.initialize,
 		Clean:             b.clean,

@@ -64,7 +64,10 @@ type snykConfig struct {
 	// secret that often.
 	RootRotationPeriod time.Duration `json:"root_rotation_period,omitempty"`
 	RootRotatedAt      time.Time     `json:"root_rotated_at,omitempty"`
-	RootRotationError  string        `json:"root_rotation_error,omitempty"`
+	// RootRotationSince is when root_rotation_period was first set: the
+	// first automatic rotation counts from it, not from the last restart.
+	RootRotationSince time.Time `json:"root_rotation_since,omitempty"`
+	RootRotationError string    `json:"root_rotation_error,omitempty"`
 	// PendingClientSecret is a secret Snyk created for a rotation that has
 	// not been switched to yet (stored first: Snyk never shows it again);
 	// PreviousClientSecret one switched away from and not yet deleted at

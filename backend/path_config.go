@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -246,6 +247,12 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	if len(problems) > 0 {
 		return logical.ErrorResponse(strings.Join(problems, "; ")), nil
+	}
+	switch {
+	case cfg.RootRotationPeriod <= 0:
+		cfg.RootRotationSince = time.Time{}
+	case cfg.RootRotationSince.IsZero():
+		cfg.RootRotationSince = b.now().UTC()
 	}
 	// New defaults must still make sense for every integration inheriting
 	// them (provision_ahead below each one's period, …).

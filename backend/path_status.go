@@ -88,6 +88,9 @@ func (e *integrationEntry) attentionReasons(cfg *snykConfig, now time.Time) []st
 	if e.LastRotationError != "" && !strings.Contains(e.LastRotationError, ": waiting for ") && !strings.Contains(e.LastRotationError, "BLOCKED") {
 		reasons = append(reasons, "rotation_error")
 	}
+	if e.SCMRotationError != "" {
+		reasons = append(reasons, "scm_rotation_error")
+	}
 	switch e.SCMStatus {
 	case scmStatusExpiring:
 		reasons = append(reasons, "scm_expiring")
@@ -213,7 +216,8 @@ Reading snyk/status returns, across the mount:
   needing_attention   how many need an operator
   attention           one row per such integration, sorted by <name>/<scm>:
                       integration, reasons (blocked, switch_pending, overdue,
-                      rotation_error, scm_expiring, scm_invalid),
+                      rotation_error, scm_expiring, scm_invalid,
+                      scm_rotation_error),
                       rotation_state, scm_status, last_rotation_error,
                       scm_problems, next_action_at
   next_after          present when more rows follow: pass it as after=

@@ -27,12 +27,17 @@ type walEntry struct {
 	OrgID         string    `json:"org_id"`
 	IntegrationID string    `json:"integration_id"`
 	StartedAt     time.Time `json:"started_at"`
+	// SCMFingerprint identifies the SCM token a GitLab rotation started
+	// with, so that recovery leaves alone a token the operator wrote since.
+	SCMFingerprint string `json:"scm_fingerprint,omitempty"`
 }
 
 func (b *backend) putWAL(ctx context.Context, s logical.Storage, kind string, e *integrationEntry) (string, error) {
-	return framework.PutWAL(ctx, s, kind, &walEntry{
-		Name: e.Name, SCM: e.SCM, OrgID: e.OrgID, IntegrationID: e.IntegrationID, StartedAt: b.now().UTC(),
-	})
+	w := &walEntry{Name: e.Name, SCM: e.SCM, OrgID: e.OrgID, IntegrationID: e.IntegrationID, StartedAt: b.now().UTC()}
+	if kind == walKindSCMRotate {
+		w.SCMFingerprint = fingerprint(e.SCMToken)
+	}
+	return framework.PutWAL(ctx, s, kind, w)
 }
 
 // deleteWAL is best effort: a leftover entry only makes walRollback look at
@@ -46,6 +51,12 @@ func (b *backend) deleteWAL(ctx context.Context, s logical.Storage, id string) {
 // enableOutcomeUnknown reports whether an enable-Broker call for e lost its
 // answer and has not been reconciled yet (its WAL entry is still there).
 func (b *backend) enableOutcomeUnknown(ctx context.Context, s logical.Storage, e *integrationEntry) (bool, error) {
+	return b.walPending(ctx, s, walKindEnable, e)
+}
+
+// walPending reports whether a call of kind for e left a WAL entry that
+// recovery has not read yet.
+func (b *backend) walPending(ctx context.Context, s logical.Storage, kind string, e *integrationEntry) (bool, error) {
 	ids, err := framework.ListWAL(ctx, s)
 	if err != nil {
 		return false, err
@@ -55,7 +66,7 @@ func (b *backend) enableOutcomeUnknown(ctx context.Context, s logical.Storage, e
 		if err != nil {
 			return false, err
 		}
-		if w == nil || w.Kind != walKindEnable {
+		if w == nil || w.Kind != kind {
 			continue
 		}
 		var entry walEntry
@@ -77,6 +88,9 @@ func (b *backend) enableOutcomeUnknown(ctx context.Context, s logical.Storage, e
 func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind string, data interface{}) error {
 	if kind == walKindRotateRoot {
 		return b.rotateRootRollback(ctx, req.Storage)
+	}
+	if kind == walKindServiceAccount {
+		return b.serviceAccountRollback(ctx, req.Storage, data)
 	}
 	var w walEntry
 	if err := mapToStruct(data, &w); err != nil {
@@ -110,8 +124,8 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		if b.rotation.unsavedEntry(queueKey(w.Name, w.SCM)) != nil {
 			return fmt.Errorf("the rotated GitLab token is not stored yet")
 		}
-		if e == nil || e.SCMRotatedAt.After(w.StartedAt) {
-			return nil
+		if e == nil || e.SCMRotatedAt.After(w.StartedAt) || fingerprint(e.SCMToken) != w.SCMFingerprint {
+			return nil // stored, or replaced by the operator since
 		}
 		msg = "a GitLab token rotation was interrupted: GitLab may have revoked the stored SCM token and issued one Vault never stored: write a new scm_token"
 		e.SCMRotationError = b.now().UTC().Format(time.RFC3339) + ": " + msg

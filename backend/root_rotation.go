@@ -174,6 +174,9 @@ func (m *rotationManager) scheduleRootRotation(cfg *snykConfig) {
 	}
 	last := cfg.RootRotatedAt
 	if last.IsZero() {
+		last = cfg.RootRotationSince
+	}
+	if last.IsZero() {
 		last = m.b.now()
 	}
 	m.pushAt(rootRotationKey, last.Add(cfg.RootRotationPeriod))
@@ -189,7 +192,11 @@ func (m *rotationManager) processRootRotation(ctx context.Context, s logical.Sto
 		return
 	}
 	now := b.now().UTC()
-	if !cfg.RootRotatedAt.IsZero() && now.Before(cfg.RootRotatedAt.Add(cfg.RootRotationPeriod)) && cfg.PendingClientSecret == "" {
+	last := cfg.RootRotatedAt
+	if last.IsZero() {
+		last = cfg.RootRotationSince
+	}
+	if !last.IsZero() && now.Before(last.Add(cfg.RootRotationPeriod)) && cfg.PendingClientSecret == "" {
 		m.scheduleRootRotation(cfg)
 		return
 	}

@@ -171,3 +171,18 @@ func TestRootRotationPeriod(t *testing.T) {
 		t.Fatal("not rotated after the period")
 	}
 }
+
+// TestRootRotationPeriodSurvivesRestarts: restarts more often than the
+// period do not postpone the first automatic rotation.
+func TestRootRotationPeriodSurvivesRestarts(t *testing.T) {
+	env, _ := rootEnv(t, map[string]interface{}{"root_rotation_period": "24h"})
+	env.initialize()
+	for i := 0; i < 3; i++ {
+		env.advance(12*time.Hour, 10*time.Minute)
+		env.restart()
+	}
+	env.advance(10*time.Minute, time.Minute)
+	if env.workingCredential("after 36 hours of restarts") == testClientSecret {
+		t.Fatal("restarts postponed the rotation")
+	}
+}

@@ -19,8 +19,9 @@ func (m *rotationManager) keepUnsaved(key string, e *integrationEntry, cause *er
 		kept.LastRotationError = fmt.Sprintf("%s: Snyk issued a provisional token but storing it failed (%v); Vault kept it and stored it once storage answered; its switch stays due at %s",
 			now, cause.err, kept.NextVaultRotation.UTC().Format(time.RFC3339))
 	case walKindSCMRotate:
-		kept.LastRotationError = fmt.Sprintf("%s: GitLab rotated the SCM token but storing the new one failed (%v); Vault kept it and stored it once storage answered",
-			now, cause.err)
+		// About the SCM token, not a Broker rotation: reported with it.
+		kept.SCMProblems = append(kept.SCMProblems, fmt.Sprintf("%s: GitLab rotated the SCM token but storing the new one failed (%v); Vault kept it and stored it once storage answered",
+			now, cause.err))
 	case walKindSwitch:
 		kept.LastRotationError = fmt.Sprintf("%s: Snyk switched the token but storing the switch failed (%v); Vault kept it and stored it once storage answered",
 			now, cause.err)

@@ -57,7 +57,17 @@ func (e *integrationEntry) nextSCMCheck(cfg *snykConfig, now time.Time) time.Tim
 	_, _ = h.Write([]byte(e.Name + "/" + e.SCM))
 	sum := h.Sum64()
 	if e.SCMCheckedAt.IsZero() {
-		return now.Add(time.Duration(sum % uint64(period)))
+		// A stable slot of the coming period: the slot's phase comes from
+		// the integration, its first occurrence from its creation.
+		base := e.CreatedAt
+		if base.IsZero() || now.Sub(base) > 100*365*24*time.Hour {
+			base = now
+		}
+		slot := base.Add(time.Duration(sum % uint64(period)))
+		if slot.Before(now) {
+			slot = slot.Add(now.Sub(slot).Truncate(period) + period)
+		}
+		return slot
 	}
 	return e.SCMCheckedAt.Add(period + time.Duration(sum%uint64(period/10+1)))
 }
@@ -117,6 +127,9 @@ func (e *integrationEntry) scmStatusData(cfg *snykConfig) map[string]interface{}
 // scmWarning is the warning a broker read carries about the SCM credential,
 // "" when there is none.
 func (e *integrationEntry) scmWarning() string {
+	if e.SCMRotationError != "" {
+		return "the SCM token's automatic rotation stopped: " + e.SCMRotationError
+	}
 	switch e.SCMStatus {
 	case scmStatusInvalid:
 		return fmt.Sprintf("the SCM credential failed its last check at %s: %s; Vault keeps serving it, but the Broker client may not work until it is replaced",
@@ -157,7 +170,9 @@ func (m *rotationManager) processSCMCheck(ctx context.Context, s logical.Storage
 		m.pushAt(scmCheckKey(key), now.Add(configMissingRetry))
 		return
 	}
-	if at := e.nextSCMCheck(cfg, now); now.Before(at) {
+	// A never-checked credential's slot moves on with the clock, so the
+	// queue popping it is what makes it due.
+	if at := e.nextSCMCheck(cfg, now); !e.SCMCheckedAt.IsZero() && now.Before(at) {
 		m.pushAt(scmCheckKey(key), at)
 		return
 	}

@@ -103,3 +103,23 @@ func TestSCMCheckPeriodOverrideAndSkip(t *testing.T) {
 		t.Errorf("scm_check_period = %v", gh["scm_check_period"])
 	}
 }
+
+// TestSCMNeverCheckedIsChecked: an integration stored without a check
+// (before monitoring existed) is checked within a period.
+func TestSCMNeverCheckedIsChecked(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(map[string]interface{}{"scm_check_period": "1h"})
+	env.snyk.AddIntegration(testOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"))
+	e, _ := getIntegration(t.Context(), env.storage, testOrgID, "github")
+	e.SCMCheckedAt, e.SCMStatus = time.Time{}, ""
+	if err := putIntegration(t.Context(), env.storage, e); err != nil {
+		t.Fatal(err)
+	}
+	env.initialize()
+	env.github.RevokeToken(ghGood)
+	env.advance(2*time.Hour, time.Minute)
+	if got := env.integration()["scm_status"]; got != scmStatusInvalid {
+		t.Fatalf("scm_status = %v: a never-checked credential was never checked", got)
+	}
+}

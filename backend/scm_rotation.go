@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -85,6 +86,17 @@ func (m *rotationManager) processSCMRotate(ctx context.Context, s logical.Storag
 		m.pushAt(scmRotateKey(key), at)
 		return
 	}
+	// A rotation whose answer was lost and is not settled yet (its WAL
+	// entry is still there, say because recording the failure failed) must
+	// never be sent again: the stored token may be revoked, and using it
+	// would revoke the whole family.
+	if pending, err := b.walPending(ctx, s, walKindSCMRotate, e); err != nil || pending {
+		if pending {
+			b.log().Error("a GitLab token rotation of this integration is unsettled; not rotating again", "integration", key)
+		}
+		m.pushAt(scmRotateKey(key), now.Add(scmRotateThrottleBackoff))
+		return
+	}
 	if !m.takeSCMToken(cfg, now) {
 		m.pushAt(scmRotateKey(key), now.Add(m.tokenWait(cfg)))
 		return
@@ -93,14 +105,20 @@ func (m *rotationManager) processSCMRotate(ctx context.Context, s logical.Storag
 		var notStored *errNotStored
 		switch {
 		case errors.As(err, &notStored):
+			// Kept in memory; the next pass stores it before anything else
+			// and schedules the next rotation from it.
 			m.keepUnsaved(key, e, notStored)
-			m.pushAt(key, now.Add(firstFailureBackoff))
+			m.pushAt(scmRotateKey(key), now.Add(firstFailureBackoff))
 		case errors.Is(err, errSCMRotateThrottled):
 			m.pushAt(scmRotateKey(key), now.Add(scmRotateThrottleBackoff))
-		default:
+		case errors.Is(err, errSCMRotateRecorded):
 			// Refused or lost: recorded on the integration; not retried
 			// until a new scm_token is written.
 			b.log().Error("GitLab token rotation failed", "integration", key, "error", err)
+		default:
+			// Nothing was sent to GitLab (storage, configuration): retry.
+			b.log().Error("GitLab token rotation could not start", "integration", key, "error", err)
+			m.pushAt(scmRotateKey(key), now.Add(firstFailureBackoff))
 		}
 		return
 	}
@@ -108,6 +126,10 @@ func (m *rotationManager) processSCMRotate(ctx context.Context, s logical.Storag
 }
 
 var errSCMRotateThrottled = errors.New("gitlab throttled the rotation; it was not applied")
+
+// errSCMRotateRecorded wraps a rotation GitLab refused or whose answer was
+// lost: recorded on the integration as scm_rotation_error.
+var errSCMRotateRecorded = errors.New("recorded on the integration")
 
 // rotateSCMToken rotates e's GitLab token and stores the new one before
 // anything else. The caller holds the integration lock.
@@ -127,19 +149,27 @@ func (b *backend) rotateSCMToken(ctx context.Context, s logical.Storage, cfg *sn
 		return errSCMRotateThrottled
 	}
 	if err != nil {
-		if errors.Is(err, httpx.ErrOutcomeUnknown) {
-			// Keep the WAL: GitLab may have revoked the stored token.
+		lost := errors.Is(err, httpx.ErrOutcomeUnknown)
+		if lost {
+			e.SCMStatus = scmStatusUnknown
 			e.SCMRotationError = fmt.Sprintf("%s: the GitLab token rotation's answer was lost (%v): GitLab may have revoked the stored token; write a new scm_token (never retried: reusing a rotated token revokes every token of its family)",
 				now.Format(time.RFC3339), err)
 		} else {
-			b.deleteWAL(ctx, s, walID)
+			if errors.Is(err, scm.ErrRotationRefused) && strings.Contains(err.Error(), "401") {
+				e.SCMStatus = scmStatusInvalid
+			}
 			e.SCMRotationError = fmt.Sprintf("%s: GitLab did not rotate the token: %v", now.Format(time.RFC3339), err)
 		}
 		e.SCMProblems = append(e.SCMProblems, e.SCMRotationError)
 		if perr := putIntegration(context.WithoutCancel(ctx), s, e); perr != nil {
+			// The WAL entry stays: while it is there nothing rotates again.
 			b.log().Error("could not record a failed GitLab token rotation", "error", perr)
+		} else {
+			// Recorded: scm_rotation_error now stops further attempts, and
+			// recovery has nothing to add.
+			b.deleteWAL(ctx, s, walID)
 		}
-		return err
+		return fmt.Errorf("%w: %w", errSCMRotateRecorded, err)
 	}
 	e.SCMToken = rotated.Token
 	e.SCMTokenExpiresAt = rotated.ExpiresAt

@@ -150,3 +150,106 @@ func str(v interface{}) string {
 	s, _ := v.(string)
 	return s
 }
+
+// TestGitLabRotationUnsettledIsNeverResent: a lost answer whose record could
+// not be stored leaves the WAL entry, and while it is there nothing sends
+// the rotation again, whatever requeues the integration.
+func TestGitLabRotationUnsettledIsNeverResent(t *testing.T) {
+	env := gitlabRotationEnv(t, nil)
+	env.advance(16*24*time.Hour+11*time.Hour, time.Hour)
+	env.gitlab.Faults().Inject(scmtest.RouteGitLabTokenRotate, fault.Fault{Status: http.StatusBadGateway, AfterHandler: true, Times: 1})
+	env.view.fail("put", "integrations/", 0, 1) // recording the failure fails once
+	env.advance(2*time.Hour, time.Minute)
+	env.view.clear()
+	env.mustOK(logical.UpdateOperation, "config", map[string]interface{}{"ttl": "2h"}) // requeues every integration
+	env.advance(2*24*time.Hour, time.Hour)
+	if n := env.gitlab.Faults().Calls(scmtest.RouteGitLabTokenRotate); n != 1 {
+		t.Fatalf("rotate calls = %d after a lost answer: the family would be revoked", n)
+	}
+}
+
+// TestGitLabRotationRetriesWhatNeverLeft: a failure before anything was sent
+// to GitLab (here the WAL put) is retried, not a silent stop.
+func TestGitLabRotationRetriesWhatNeverLeft(t *testing.T) {
+	env := gitlabRotationEnv(t, nil)
+	env.advance(16*24*time.Hour+11*time.Hour, time.Hour)
+	env.view.fail("put", "wal/", 0, 1)
+	env.advance(2*time.Hour, time.Minute)
+	if n := env.gitlab.Faults().Calls(scmtest.RouteGitLabTokenRotate); n != 1 || env.gitlabRead()["scm_token"] == rotatingGitLabToken {
+		t.Fatalf("rotate calls = %d: the rotation was not retried after a failure before the call", n)
+	}
+}
+
+// TestGitLabRotationNextIsScheduledAfterAStoredLaterToken: after a rotated
+// token that storage first refused is stored, the next rotation is queued.
+func TestGitLabRotationNextIsScheduledAfterAStoredLaterToken(t *testing.T) {
+	env := gitlabRotationEnv(t, nil)
+	env.advance(16*24*time.Hour+11*time.Hour, time.Hour)
+	env.view.fail("put", "integrations/", 0, 0)
+	env.advance(2*time.Hour, time.Minute)
+	env.view.clear()
+	env.advance(time.Minute, 10*time.Second)
+	stored, _ := getIntegration(context.Background(), env.storage, testOrgID, "gitlab")
+	at, ok := stored.nextSCMRotation()
+	if !ok {
+		t.Fatal("no next rotation")
+	}
+	if queued, ok := env.b.rotation.queuedAt(scmRotateKey(testOrgID + "/gitlab")); !ok || !queued.Equal(at.Truncate(time.Millisecond)) {
+		t.Fatalf("the next rotation (%s) is not queued (queued %v at %s)", at, ok, queued)
+	}
+	if read := env.mustOK(logical.ReadOperation, "integrations/"+testOrgID+"/gitlab", nil).Data; read["last_rotation_error"] != "" {
+		t.Errorf("an SCM step marked the Broker rotation failed: %v", read["last_rotation_error"])
+	}
+}
+
+// TestGitLabRotationRecoveryLeavesAReplacedTokenAlone: after a lost answer
+// the operator writes a new token; recovery of the old attempt must not
+// stop the new token's rotation.
+func TestGitLabRotationRecoveryLeavesAReplacedTokenAlone(t *testing.T) {
+	env := gitlabRotationEnv(t, nil)
+	env.advance(16*24*time.Hour+11*time.Hour, time.Hour)
+	env.gitlab.Faults().Inject(scmtest.RouteGitLabTokenRotate, fault.Fault{Status: http.StatusBadGateway, AfterHandler: true, Times: 1})
+	env.view.fail("put", "integrations/", 0, 1) // the WAL entry stays
+	env.advance(2*time.Hour, time.Minute)
+	env.view.clear()
+	env.gitlab.AddToken("glpat-replacement00000", scmtest.GitLabToken{Username: "gl-bot", Scopes: []string{"api"}, ExpiresAt: "2027-01-30", AccessLevel: scmtest.GitLabMaintainer})
+	env.mustOK(logical.UpdateOperation, "integrations/"+testOrgID+"/gitlab", map[string]interface{}{"scm_token": "glpat-replacement00000"})
+	env.restart()
+	read := env.mustOK(logical.ReadOperation, "integrations/"+testOrgID+"/gitlab", nil).Data
+	if read["scm_rotation_error"] != nil || read["next_scm_rotation"] == nil {
+		t.Fatalf("recovery flagged the replacement token: %v", read["scm_rotation_error"])
+	}
+}
+
+// TestGitLabRotationRefusedIsAlertable: a refused rotation (a token without
+// api or self_rotate) shows on snyk/status and warns on broker reads.
+func TestGitLabRotationRefusedIsAlertable(t *testing.T) {
+	env := gitlabRotationEnv(t, nil)
+	env.advance(16*24*time.Hour+11*time.Hour, time.Hour)
+	env.gitlab.Faults().Inject(scmtest.RouteGitLabTokenRotate, fault.Fault{Status: http.StatusForbidden, Body: `{"message":"403 Forbidden - token is not allowed to rotate itself"}`, Times: 1})
+	env.advance(2*time.Hour, time.Minute)
+	rows := env.mustOK(logical.ReadOperation, "status", nil).Data["attention"].([]map[string]interface{})
+	if len(rows) != 1 || !strings.Contains(strings.Join(rows[0]["reasons"].([]string), ","), "scm_rotation_error") {
+		t.Fatalf("status rows: %v", rows)
+	}
+	resp := env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/gitlab", nil)
+	if !strings.Contains(strings.Join(resp.Warnings, " "), "automatic rotation stopped") {
+		t.Errorf("no warning on the broker read: %v", resp.Warnings)
+	}
+}
+
+// TestGitLabRotationCapsLeasesEvenWithoutBrokerRotation: leases end at the
+// SCM rotation when Broker rotation is disabled, and stay short while the
+// SCM rotation is overdue.
+func TestGitLabRotationCapsLeasesEvenWithoutBrokerRotation(t *testing.T) {
+	env := gitlabRotationEnv(t, map[string]interface{}{"disable_automated_rotation": true, "ttl": "720h"})
+	env.advance(16*24*time.Hour+11*time.Hour+30*time.Minute, 30*time.Minute)
+	if lease := env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/gitlab", nil).Secret.TTL; lease > 30*time.Minute {
+		t.Errorf("lease 30 minutes before the SCM rotation: %s", lease)
+	}
+	env.gitlab.Faults().Inject(scmtest.RouteGitLabTokenRotate, fault.Fault{Status: http.StatusTooManyRequests, RetryAfter: "1"})
+	env.advance(time.Hour, time.Minute)
+	if lease := env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/gitlab", nil).Secret.TTL; lease > time.Minute {
+		t.Errorf("lease while the SCM rotation is overdue: %s", lease)
+	}
+}

@@ -53,6 +53,21 @@ const (
 // the provision (so consumers of next_broker_token see it at once).
 func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
 	ttl := p.TTL
+	// A GitLab token rotation revokes the served token at once: leases end
+	// then too, so that clients re-read the new one; while one is overdue,
+	// leases stay short, as for an overdue provision.
+	if at, ok := e.nextSCMRotation(); ok {
+		until := at.Sub(now)
+		if until <= 0 {
+			until = overdueProvisionLeaseTTL
+		}
+		if until < ttl {
+			ttl = until
+		}
+	}
+	if ttl < minLeaseTTL {
+		ttl = minLeaseTTL
+	}
 	if e.NextVaultRotation.IsZero() || (p.DisableAutomatedRotation && e.ProvisionalToken == "") {
 		return ttl
 	}
@@ -73,11 +88,6 @@ func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
 	}
 	if untilPhase := phase.Sub(now); untilPhase < ttl {
 		ttl = untilPhase
-	}
-	// A GitLab token rotation revokes the served token at once: leases end
-	// then too, so that clients re-read the new one.
-	if at, ok := e.nextSCMRotation(); ok && at.After(now) && at.Sub(now) < ttl {
-		ttl = at.Sub(now)
 	}
 	if ttl < minLeaseTTL {
 		ttl = minLeaseTTL

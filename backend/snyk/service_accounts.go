@@ -76,3 +76,81 @@ func (c *Client) ManageServiceAccountSecret(ctx context.Context, scope, ownerID,
 	}
 	return doc.Data.Attributes.ClientSecret, nil
 }
+
+// ServiceAccount is a service account as a list shows it (no credential).
+type ServiceAccount struct{ ID, Name string }
+
+// CreateAPIKeyServiceAccount creates a service account with auth_type
+// api_key for roleID under an org or group (scope "orgs" or "groups") and
+// returns its ID and API key, which Snyk shows only in this answer. Not
+// idempotent: a lost answer is an unknown outcome (the account may exist).
+func (c *Client) CreateAPIKeyServiceAccount(ctx context.Context, scope, ownerID, name, roleID string) (id, apiKey string, err error) {
+	if scope != "orgs" && scope != "groups" {
+		return "", "", fmt.Errorf("snyk: service account scope must be orgs or groups, got %q", scope)
+	}
+	for _, f := range []struct{ name, v string }{{"owner ID", ownerID}, {"name", name}, {"role ID", roleID}} {
+		if err := required(f.name, f.v); err != nil {
+			return "", "", err
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"data": map[string]any{"type": "service_account", "attributes": map[string]string{
+		"name": name, "auth_type": "api_key", "role_id": roleID,
+	}}})
+	rq := request{
+		method: http.MethodPost, path: "/rest/" + scope + "/" + seg(ownerID) + "/service_accounts",
+		query: url.Values{"version": {restVersion}}, accept: jsonAPI, contentType: jsonAPI, body: body, kind: kindREST,
+	}
+	out, err := c.send(ctx, rq)
+	if err != nil {
+		return "", "", err
+	}
+	var doc struct {
+		Data struct {
+			ID         string `json:"id"`
+			Attributes struct {
+				APIKey string `json:"api_key"`
+			} `json:"attributes"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(out, &doc) != nil || doc.Data.ID == "" || doc.Data.Attributes.APIKey == "" {
+		return "", "", c.badResponse(rq, "the response has no data.id or data.attributes.api_key")
+	}
+	return doc.Data.ID, doc.Data.Attributes.APIKey, nil
+}
+
+// ListServiceAccounts lists an org's or group's service accounts.
+func (c *Client) ListServiceAccounts(ctx context.Context, scope, ownerID string) ([]ServiceAccount, error) {
+	if scope != "orgs" && scope != "groups" {
+		return nil, fmt.Errorf("snyk: service account scope must be orgs or groups, got %q", scope)
+	}
+	var doc struct {
+		Data []struct {
+			ID         string `json:"id"`
+			Attributes struct {
+				Name string `json:"name"`
+			} `json:"attributes"`
+		} `json:"data"`
+	}
+	if _, err := c.rest(ctx, "/"+scope+"/"+seg(ownerID)+"/service_accounts", &doc); err != nil {
+		return nil, err
+	}
+	out := make([]ServiceAccount, 0, len(doc.Data))
+	for _, d := range doc.Data {
+		out = append(out, ServiceAccount{ID: d.ID, Name: d.Attributes.Name})
+	}
+	return out, nil
+}
+
+// DeleteServiceAccount deletes a service account, which revokes its
+// credentials. Deleting is idempotent in effect, so it is retried.
+func (c *Client) DeleteServiceAccount(ctx context.Context, scope, ownerID, id string) error {
+	if scope != "orgs" && scope != "groups" {
+		return fmt.Errorf("snyk: service account scope must be orgs or groups, got %q", scope)
+	}
+	rq := request{
+		method: http.MethodDelete, path: "/rest/" + scope + "/" + seg(ownerID) + "/service_accounts/" + seg(id),
+		query: url.Values{"version": {restVersion}}, accept: jsonAPI, idempotent: true, kind: kindREST,
+	}
+	_, err := c.send(ctx, rq)
+	return err
+}

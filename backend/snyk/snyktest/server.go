@@ -47,6 +47,12 @@ const (
 	RouteSettings          = "GET|PUT /v1/org/{orgId}/integrations/{integrationId}/settings"
 	RouteOrgSASecrets      = "POST /rest/orgs/{owner_id}/service_accounts/{sa_id}/secrets"
 	RouteGroupSASecrets    = "POST /rest/groups/{owner_id}/service_accounts/{sa_id}/secrets"
+	RouteOrgSACreate       = "POST /rest/orgs/{owner_id}/service_accounts"
+	RouteGroupSACreate     = "POST /rest/groups/{owner_id}/service_accounts"
+	RouteOrgSAList         = "GET /rest/orgs/{owner_id}/service_accounts"
+	RouteGroupSAList       = "GET /rest/groups/{owner_id}/service_accounts"
+	RouteOrgSADelete       = "DELETE /rest/orgs/{owner_id}/service_accounts/{sa_id}"
+	RouteGroupSADelete     = "DELETE /rest/groups/{owner_id}/service_accounts/{sa_id}"
 )
 
 // Options configures a Server.
@@ -149,6 +155,12 @@ func New(opts Options) *Server {
 		{RouteSettings, s.authed(s.handleSettings)},
 		{RouteOrgSASecrets, s.authed(s.restAPI(s.handleSASecrets("org")))},
 		{RouteGroupSASecrets, s.authed(s.restAPI(s.handleSASecrets("group")))},
+		{RouteOrgSACreate, s.authed(s.restAPI(s.handleSACreate("org")))},
+		{RouteGroupSACreate, s.authed(s.restAPI(s.handleSACreate("group")))},
+		{RouteOrgSAList, s.authed(s.restAPI(s.handleSAList("org")))},
+		{RouteGroupSAList, s.authed(s.restAPI(s.handleSAList("group")))},
+		{RouteOrgSADelete, s.authed(s.restAPI(s.handleSADelete("org")))},
+		{RouteGroupSADelete, s.authed(s.restAPI(s.handleSADelete("group")))},
 	}
 	for _, rt := range routes {
 		// Faults first, so that counters include throttled and rejected

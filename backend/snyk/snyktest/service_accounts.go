@@ -15,6 +15,9 @@ import (
 // account ("A maximum of two secrets can exist at a time") and at least one.
 type serviceAccount struct {
 	id, scope, ownerID, name, clientID string
+	// authType is oauth_client_secret (secrets under clientID) or api_key
+	// (apiKey authenticates as "token <key>" until the account is deleted).
+	authType, roleID, apiKey string
 }
 
 // maxSecrets is Snyk's documented limit of secrets per service account.
@@ -27,7 +30,7 @@ func (s *Server) AddServiceAccount(scope, ownerID, clientID string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := uuid.NewSHA1(principalNS, []byte("service-account:"+clientID)).String()
-	s.serviceAccounts[id] = &serviceAccount{id: id, scope: scope, ownerID: ownerID, name: "vault-snyk-broker-engine", clientID: clientID}
+	s.serviceAccounts[id] = &serviceAccount{id: id, scope: scope, ownerID: ownerID, name: "vault-snyk-broker-engine", clientID: clientID, authType: "oauth_client_secret"}
 	return id
 }
 
@@ -100,5 +103,130 @@ func (s *Server) handleSASecrets(scope string) http.HandlerFunc {
 			"jsonapi": map[string]string{"version": "1.0"},
 			"data":    map[string]any{"type": "service_account", "id": sa.id, "attributes": attrs},
 		})
+	}
+}
+
+// maxSANameLength bounds service-account names (the fake's stand-in for
+// Snyk's limit, which is not documented).
+const maxSANameLength = 128
+
+// ServiceAccounts returns the IDs of the service accounts an org or group
+// owns.
+func (s *Server) ServiceAccounts(scope, ownerID string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for id, sa := range s.serviceAccounts {
+		if sa.scope == scope && sa.ownerID == ownerID {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (s *Server) ownerExists(scope, id string) bool {
+	if scope == "org" {
+		return s.orgs[id] != nil
+	}
+	for _, o := range s.orgs {
+		if o.groupID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// handleSACreate creates a service account (POST …/service_accounts): 201
+// with its credential, shown only here. api_key accounts get a UUID key.
+func (s *Server) handleSACreate(scope string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Data struct {
+				Type       string `json:"type"`
+				Attributes struct {
+					Name     string `json:"name"`
+					AuthType string `json:"auth_type"`
+					RoleID   string `json:"role_id"`
+				} `json:"attributes"`
+			} `json:"data"`
+		}
+		raw, _ := io.ReadAll(r.Body)
+		a := &req.Data.Attributes
+		if json.Unmarshal(raw, &req) != nil || req.Data.Type != "service_account" {
+			restError(w, http.StatusBadRequest, "Client request did not conform to OpenAPI specification", "")
+			return
+		}
+		switch {
+		case a.Name == "" || len(a.Name) > maxSANameLength:
+			restError(w, http.StatusBadRequest, fmt.Sprintf("name is required and at most %d characters", maxSANameLength), "")
+			return
+		case uuid.Validate(a.RoleID) != nil:
+			restError(w, http.StatusBadRequest, "role_id must be a UUID", "")
+			return
+		case a.AuthType != "api_key":
+			restError(w, http.StatusBadRequest, "this fake creates api_key service accounts only", "")
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		owner := r.PathValue("owner_id")
+		if !s.ownerExists(scope, owner) {
+			restError(w, http.StatusNotFound, "Not found", "")
+			return
+		}
+		sa := &serviceAccount{id: uuid.NewString(), scope: scope, ownerID: owner, name: a.Name, authType: "api_key", roleID: a.RoleID, apiKey: uuid.NewString()}
+		s.serviceAccounts[sa.id] = sa
+		s.apiTokens[sa.apiKey] = true
+		writeREST(w, http.StatusCreated, map[string]any{
+			"jsonapi": map[string]string{"version": "1.0"},
+			"data": map[string]any{"type": "service_account", "id": sa.id, "attributes": map[string]any{
+				"name": sa.name, "auth_type": sa.authType, "role_id": sa.roleID, "level": scope, "api_key": sa.apiKey,
+			}},
+		})
+	}
+}
+
+// handleSAList lists an owner's service accounts, never their credentials.
+func (s *Server) handleSAList(scope string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		owner := r.PathValue("owner_id")
+		if !s.ownerExists(scope, owner) {
+			restError(w, http.StatusNotFound, "Not found", "")
+			return
+		}
+		data := []any{}
+		for _, sa := range s.serviceAccounts {
+			if sa.scope == scope && sa.ownerID == owner {
+				data = append(data, map[string]any{"type": "service_account", "id": sa.id, "attributes": map[string]any{
+					"name": sa.name, "auth_type": sa.authType, "role_id": sa.roleID, "level": scope,
+				}})
+			}
+		}
+		writeREST(w, http.StatusOK, map[string]any{"jsonapi": map[string]string{"version": "1.0"}, "data": data})
+	}
+}
+
+// handleSADelete deletes a service account (204) and revokes its
+// credentials; an unknown one is a 404.
+func (s *Server) handleSADelete(scope string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		sa := s.serviceAccounts[r.PathValue("sa_id")]
+		if sa == nil || sa.scope != scope || sa.ownerID != r.PathValue("owner_id") {
+			restError(w, http.StatusNotFound, "Service account not found", "")
+			return
+		}
+		delete(s.serviceAccounts, sa.id)
+		if sa.apiKey != "" {
+			delete(s.apiTokens, sa.apiKey)
+		}
+		if sa.clientID != "" {
+			delete(s.clients, sa.clientID)
+		}
+		w.WriteHeader(http.StatusNoContent)
 	}
 }
