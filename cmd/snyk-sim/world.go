@@ -243,6 +243,7 @@ func (w *world) state() []integrationState {
 //	POST /profile                   {"name"}: answer the undocumented refusals as that profile does
 //	POST /scm-tokens                {"target":"github"|"gitlab","token","scopes","expires_at"}: a new SCM token
 //	POST /scm-tokens/revoke         {"target","token"}: revoke it at the SCM
+//	GET  /service-accounts?scope=org|group&owner=ID  the IDs of an owner's service accounts
 func (w *world) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /info", func(rw http.ResponseWriter, _ *http.Request) {
@@ -335,6 +336,10 @@ func (w *world) adminHandler() http.Handler {
 			}
 		}
 		rw.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /service-accounts", func(rw http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		writeJSON(rw, http.StatusOK, nonNil(w.snyk.ServiceAccounts(q.Get("scope"), q.Get("owner"))))
 	})
 	mux.HandleFunc("POST /scm-tokens", func(rw http.ResponseWriter, r *http.Request) {
 		var in struct {

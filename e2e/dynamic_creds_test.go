@@ -1,0 +1,36 @@
+package e2e
+
+import (
+	"net/url"
+	"testing"
+)
+
+// TestDynamicSnykCredsInRealVault: a creds read through the real Vault
+// creates a service account at the simulator's Snyk under a lease, and
+// revoking the lease deletes it.
+func TestDynamicSnykCredsInRealVault(t *testing.T) {
+	s := sharedStack(t)
+	org := s.sim.info.Orgs["payments"]
+	s.write(t, mountPath+"/roles/e2e-ci", map[string]interface{}{"org_id": org, "role_id": "11111111-2222-4333-8444-555555555555", "ttl": "10m"})
+	accounts := func() []string {
+		var out []string
+		if err := s.sim.adminDo("GET", "/service-accounts?scope=org&owner="+url.QueryEscape(org), nil, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	before := len(accounts())
+	sec := s.read(t, mountPath+"/creds/e2e-ci")
+	if sec.LeaseID == "" || str(sec.Data["snyk_token"]) == "" || sec.LeaseDuration != 600 {
+		t.Fatalf("creds: lease %q, duration %d", sec.LeaseID, sec.LeaseDuration)
+	}
+	if got := len(accounts()); got != before+1 {
+		t.Fatalf("service accounts at Snyk: %d, want %d", got, before+1)
+	}
+	if err := s.vault.client.Sys().Revoke(sec.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(accounts()); got != before {
+		t.Fatalf("revoking the lease left %d service accounts, want %d", got, before)
+	}
+}
