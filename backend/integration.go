@@ -54,6 +54,9 @@ type integrationEntry struct {
 	SCMAPIURL       string `json:"scm_api_url,omitempty"`
 	AzureOrg        string `json:"azure_org,omitempty"`
 	BrokerClientURL string `json:"broker_client_url,omitempty"`
+	// CodeAgentRole names a role of snyk/roles: broker reads then add the
+	// Snyk Code Agent's SNYK_TOKEN, a service account leased with them.
+	CodeAgentRole string `json:"code_agent_role,omitempty"`
 
 	SkipSCMValidation bool      `json:"skip_scm_validation"`
 	SCMScopes         []string  `json:"scm_scopes,omitempty"`
@@ -202,6 +205,9 @@ func (e *integrationEntry) statusData(cfg *snykConfig) map[string]interface{} {
 	}
 	if e.BrokerClientURL != "" {
 		d["broker_client_url"] = e.BrokerClientURL
+	}
+	if e.CodeAgentRole != "" {
+		d["code_agent_role"] = e.CodeAgentRole
 	}
 	if e.SCMUsername != "" {
 		d["scm_username"] = e.SCMUsername

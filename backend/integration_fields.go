@@ -67,6 +67,10 @@ func integrationFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeString,
 			Description: "The Broker client's URL as the SCM's webhooks reach it; passed through as BROKER_CLIENT_URL.",
 		},
+		"code_agent_role": {
+			Type:        framework.TypeString,
+			Description: "A role of snyk/roles: broker reads add SNYK_TOKEN (a Snyk service account of that role, leased with the bundle) for the Snyk Code Agent. Empty to stop.",
+		},
 		"broker_token": {
 			Type:         framework.TypeString,
 			Description:  "Import an existing Broker token (UUID) instead of having one issued. Write-only.",
@@ -143,6 +147,7 @@ var integrationResponseFields = map[string]*framework.FieldSchema{
 	"scm_validated_at":         {Type: framework.TypeTime},
 	"broker_token_fingerprint": {Type: framework.TypeString},
 	"token_source":             {Type: framework.TypeString},
+	"code_agent_role":          {Type: framework.TypeString},
 	"scm_status":               {Type: framework.TypeString, Description: "ok, expiring, invalid or unknown: the SCM credential's last check"},
 	"scm_checked_at":           {Type: framework.TypeTime},
 	"scm_problems":             {Type: framework.TypeStringSlice},

@@ -203,6 +203,12 @@ func (e *integrationEntry) applyBrokerFields(d *framework.FieldData, creating bo
 		}
 		e.BrokerClientURL = v
 	}
+	if v, ok := r.str("code_agent_role"); ok {
+		if v != "" && checkName(v) != "" {
+			problems = append(problems, fmt.Sprintf("code_agent_role must name a role of snyk/roles, got %q", v))
+		}
+		e.CodeAgentRole = v
+	}
 	if v, ok := r.str("broker_token"); ok && v != "" {
 		if !isUUID(v) {
 			problems = append(problems, "broker_token must be a Snyk Broker token: a UUID such as 4a18d42f-0706-4ad0-b127-24078731fbed")

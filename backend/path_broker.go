@@ -43,6 +43,8 @@ func pathBroker(b *backend) []*framework.Path {
 					// which a performance standby must hand to the active
 					// node (openbao-plugins #74).
 					ForwardPerformanceStandby: true,
+					// With code_agent_role it creates a Snyk service account.
+					ForwardPerformanceSecondary: true,
 					Responses: map[int][]framework.Response{http.StatusOK: {{
 						Description: "OK",
 						Fields:      brokerResponseFields,
@@ -133,12 +135,36 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 	}
 
 	// Internal data holds identifiers only: it is stored with the lease.
-	resp := b.Secret(secretTypeBrokerToken).Response(data, map[string]interface{}{
+	internal := map[string]interface{}{
 		"name":           e.Name,
 		"scm":            e.SCM,
 		"org_id":         e.OrgID,
 		"integration_id": e.IntegrationID,
-	})
+	}
+	// The Snyk Code Agent's SNYK_TOKEN: a service account of the
+	// integration's code_agent_role, leased with this bundle (its revoke or
+	// expiry deletes the account). The only broker read that calls Snyk.
+	if e.CodeAgentRole != "" {
+		role, err := getRole(ctx, req.Storage, e.CodeAgentRole)
+		if err != nil {
+			return nil, err
+		}
+		if role == nil {
+			return logical.ErrorResponse("code_agent_role %q of this integration does not exist: create snyk/roles/%s or clear code_agent_role", e.CodeAgentRole, e.CodeAgentRole), nil
+		}
+		sa, errResp, err := b.createLeasedServiceAccount(ctx, req.Storage, role, req.DisplayName)
+		if errResp != nil || err != nil {
+			return errResp, err
+		}
+		for k, v := range sa.internalData(e.CodeAgentRole) {
+			if k != "role" {
+				internal[k] = v
+			}
+		}
+		data["snyk_token"] = sa.key
+		data["env"].(map[string]string)["SNYK_TOKEN"] = sa.key
+	}
+	resp := b.Secret(secretTypeBrokerToken).Response(data, internal)
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = ttl
 	resp.Secret.Renewable = false

@@ -95,46 +95,82 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if role == nil {
 		return logical.ErrorResponse("no role %q: create it with snyk/roles/%s", name, name), nil
 	}
-	client, err := b.snykClient(ctx, req.Storage)
+	sa, resp, err := b.createLeasedServiceAccount(ctx, req.Storage, role, req.DisplayName)
+	if resp != nil || err != nil {
+		return resp, err
+	}
+	ttl, maxTTL := role.ttls()
+	out := b.Secret(secretTypeSnykToken).Response(map[string]interface{}{
+		"snyk_token":         sa.key,
+		"service_account_id": sa.id,
+		"env":                map[string]string{"SNYK_TOKEN": sa.key},
+	}, sa.internalData(name))
+	out.Secret.TTL, out.Secret.MaxTTL, out.Secret.Renewable = ttl, maxTTL, true
+	return out, nil
+}
+
+// leasedServiceAccount is a service account created for a lease.
+type leasedServiceAccount struct{ id, key, scope, owner string }
+
+// internalData is what the lease keeps to delete the account: identifiers,
+// never the key.
+func (sa leasedServiceAccount) internalData(role string) map[string]interface{} {
+	return map[string]interface{}{"role": role, "scope": sa.scope, "owner_id": sa.owner, "service_account_id": sa.id}
+}
+
+// createLeasedServiceAccount creates a service account for role under a WAL
+// entry that names it. Once it returns, the caller's lease owns the
+// account: Vault revokes the lease (deleting the account) if it cannot
+// register it. resp is a caller error.
+func (b *backend) createLeasedServiceAccount(ctx context.Context, s logical.Storage, role *roleEntry, displayName string) (leasedServiceAccount, *logical.Response, error) {
+	client, err := b.snykClient(ctx, s)
 	if err != nil {
-		return nil, err
+		return leasedServiceAccount{}, nil, err
 	}
 	if client == nil {
-		return logical.ErrorResponse("the engine has no Snyk credential yet: write snyk/config first"), nil
+		return leasedServiceAccount{}, logical.ErrorResponse("the engine has no Snyk credential yet: write snyk/config first"), nil
 	}
 	scope, owner := role.owner()
-	w := serviceAccountWAL{Scope: scope, OwnerID: owner, Name: serviceAccountName(req.DisplayName), Started: b.now().UTC()}
-	walID, err := framework.PutWAL(ctx, req.Storage, walKindServiceAccount, &w)
+	w := serviceAccountWAL{Scope: scope, OwnerID: owner, Name: serviceAccountName(displayName), Started: b.now().UTC()}
+	walID, err := framework.PutWAL(ctx, s, walKindServiceAccount, &w)
 	if err != nil {
-		return nil, err
+		return leasedServiceAccount{}, nil, err
 	}
 	id, key, err := client.CreateAPIKeyServiceAccount(ctx, scope, owner, w.Name, role.RoleID)
 	if err != nil {
 		if !errors.Is(err, httpx.ErrOutcomeUnknown) {
-			b.deleteWAL(ctx, req.Storage, walID)
+			b.deleteWAL(ctx, s, walID)
 		}
 		// The rollback deletes an account a lost answer may have created.
-		switch snyk.Classify(snyk.OpLookup, err) {
-		case snyk.NotARefusal:
-			return nil, fmt.Errorf("creating a Snyk service account: %w", err)
-		default:
-			return logical.ErrorResponse(fmt.Sprintf("creating a Snyk service account for role %s: %v (the configured credential needs permission to create service accounts in %s %s)", name, err, strings.TrimSuffix(scope, "s"), owner)), nil
+		if snyk.Classify(snyk.OpLookup, err) == snyk.NotARefusal {
+			return leasedServiceAccount{}, nil, fmt.Errorf("creating a Snyk service account: %w", err)
 		}
+		return leasedServiceAccount{}, logical.ErrorResponse(fmt.Sprintf("creating a Snyk service account for role %s: %v (the configured credential needs permission to create service accounts in %s %s)",
+			role.Name, err, strings.TrimSuffix(scope, "s"), owner)), nil
 	}
-	// From here the lease owns the account: Vault revokes it (deleting the
-	// account) if it cannot register the lease.
-	b.deleteWAL(ctx, req.Storage, walID)
-	ttl, maxTTL := role.ttls()
-	resp := b.Secret(secretTypeSnykToken).Response(map[string]interface{}{
-		"snyk_token":         key,
-		"service_account_id": id,
-		"env":                map[string]string{"SNYK_TOKEN": key},
-	}, map[string]interface{}{
-		"role": name, "scope": scope, "owner_id": owner, "service_account_id": id,
-	})
-	resp.Secret.TTL, resp.Secret.MaxTTL, resp.Secret.Renewable = ttl, maxTTL, true
-	b.log().Info("created a Snyk service account", "role", name, "service_account_id", id, "name", w.Name)
-	return resp, nil
+	b.deleteWAL(ctx, s, walID)
+	b.log().Info("created a Snyk service account", "role", role.Name, "service_account_id", id, "name", w.Name)
+	return leasedServiceAccount{id: id, key: key, scope: scope, owner: owner}, nil, nil
+}
+
+// deleteLeasedServiceAccount deletes the account a lease's internal data
+// names (none: nothing to do); one already gone counts as done.
+func (b *backend) deleteLeasedServiceAccount(ctx context.Context, s logical.Storage, internal map[string]interface{}) error {
+	id, _ := internal["service_account_id"].(string)
+	if id == "" {
+		return nil
+	}
+	scope, _ := internal["scope"].(string)
+	owner, _ := internal["owner_id"].(string)
+	client, err := b.snykClient(ctx, s)
+	if err != nil || client == nil {
+		return fmt.Errorf("revoking Snyk service account %s: the engine has no usable Snyk credential: %v", id, err)
+	}
+	if err := client.DeleteServiceAccount(ctx, scope, owner, id); err != nil && snyk.Classify(snyk.OpLookup, err) != snyk.RefusalNotFound {
+		return fmt.Errorf("deleting Snyk service account %s: %w", id, err)
+	}
+	b.log().Info("deleted a Snyk service account", "service_account_id", id)
+	return nil
 }
 
 // renewSnykToken extends a lease up to the role's max_ttl, with no call to
@@ -154,21 +190,9 @@ func (b *backend) renewSnykToken(ctx context.Context, req *logical.Request, _ *f
 	return resp, nil
 }
 
-// revokeSnykToken deletes the lease's service account; one already gone
-// counts as done.
+// revokeSnykToken deletes the lease's service account.
 func (b *backend) revokeSnykToken(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	scope, _ := req.Secret.InternalData["scope"].(string)
-	owner, _ := req.Secret.InternalData["owner_id"].(string)
-	id, _ := req.Secret.InternalData["service_account_id"].(string)
-	client, err := b.snykClient(ctx, req.Storage)
-	if err != nil || client == nil {
-		return nil, fmt.Errorf("revoking Snyk service account %s: the engine has no usable Snyk credential: %v", id, err)
-	}
-	if err := client.DeleteServiceAccount(ctx, scope, owner, id); err != nil && snyk.Classify(snyk.OpLookup, err) != snyk.RefusalNotFound {
-		return nil, fmt.Errorf("deleting Snyk service account %s: %w", id, err)
-	}
-	b.log().Info("deleted a Snyk service account", "service_account_id", id)
-	return nil, nil
+	return nil, b.deleteLeasedServiceAccount(ctx, req.Storage, req.Secret.InternalData)
 }
 
 // serviceAccountRollback deletes a service account a crash orphaned: one

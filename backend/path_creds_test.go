@@ -145,3 +145,37 @@ func TestCredsNamesAndRoles(t *testing.T) {
 		t.Fatal("creds of a missing role")
 	}
 }
+
+// TestCodeAgentBundle: with code_agent_role, the broker bundle carries the
+// Code Agent's SNYK_TOKEN, a service account leased with it and deleted
+// when the bundle's lease is revoked.
+func TestCodeAgentBundle(t *testing.T) {
+	env := credsEnv(t)
+	env.snyk.AddIntegration(testOrgID, "github", false)
+	path := "integrations/" + testOrgID + "/github"
+	env.mustFail400(logical.CreateOperation, path, mergeData(env.integrationData("github"), map[string]interface{}{"code_agent_role": "nope"}), "code_agent_role", "snyk/roles/nope")
+	env.mustOK(logical.CreateOperation, path, mergeData(env.integrationData("github"), map[string]interface{}{"code_agent_role": "code-agent"}))
+	resp := env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil)
+	key, _ := resp.Data["snyk_token"].(string)
+	if key == "" || resp.Data["env"].(map[string]string)["SNYK_TOKEN"] != key {
+		t.Fatalf("no SNYK_TOKEN in the bundle: %v", resp.Data["env"])
+	}
+	if len(env.snyk.ServiceAccounts("org", testOrgID)) != 1 {
+		t.Fatal("no service account at Snyk")
+	}
+	env.assertNoSecretsIn("lease internal data", strings.Join(stringValues(resp.Secret.InternalData), " "), key)
+	if _, err := env.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.RevokeOperation, Storage: env.view, Secret: resp.Secret,
+		Data: map[string]interface{}{"secret_type": secretTypeBrokerToken}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(env.snyk.ServiceAccounts("org", testOrgID)) != 0 {
+		t.Fatal("revoking the bundle left the Code Agent's service account")
+	}
+	// Without the option the bundle calls nothing at Snyk.
+	env.mustOK(logical.UpdateOperation, path, map[string]interface{}{"code_agent_role": ""})
+	calls := env.snyk.Faults().TotalCalls()
+	plain := env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil)
+	if _, has := plain.Data["snyk_token"]; has || env.snyk.Faults().TotalCalls() != calls {
+		t.Fatal("a bundle without code_agent_role created a credential")
+	}
+}

@@ -156,6 +156,15 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 	if len(problems) == 0 {
 		problems = e.policy(cfg).problems(now)
 	}
+	if e.CodeAgentRole != "" && len(problems) == 0 {
+		role, err := getRole(ctx, req.Storage, e.CodeAgentRole)
+		if err != nil {
+			return nil, err
+		}
+		if role == nil {
+			problems = append(problems, fmt.Sprintf("code_agent_role %q is not a role: create it with snyk/roles/%s first", e.CodeAgentRole, e.CodeAgentRole))
+		}
+	}
 	if len(problems) > 0 {
 		return logical.ErrorResponse(strings.Join(problems, "; ")), nil
 	}

@@ -34,8 +34,9 @@ func secretBrokerToken(b *backend) *framework.Secret {
 // revokeBrokerLease changes nothing upstream: the token is shared by every
 // Broker client of the integration, and one consumer's lease ending must
 // not cut off the others. It always succeeds so leases never pile up.
-func (b *backend) revokeBrokerLease(_ context.Context, _ *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	return nil, nil
+func (b *backend) revokeBrokerLease(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	// Except the Code Agent's service account, which is this lease's own.
+	return nil, b.deleteLeasedServiceAccount(ctx, req.Storage, req.Secret.InternalData)
 }
 
 // While a due provision has not happened yet, the new token may appear any
