@@ -57,6 +57,9 @@ type integrationEntry struct {
 	// CodeAgentRole names a role of snyk/roles: broker reads then add the
 	// Snyk Code Agent's SNYK_TOKEN, a service account leased with them.
 	CodeAgentRole string `json:"code_agent_role,omitempty"`
+	// TokenOwner, on a sharer, is the integration ("name/scm") whose Broker
+	// token it shares (a clone); empty on owners and lone integrations.
+	TokenOwner string `json:"token_owner,omitempty"`
 
 	SkipSCMValidation bool      `json:"skip_scm_validation"`
 	SCMScopes         []string  `json:"scm_scopes,omitempty"`

@@ -79,6 +79,25 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 	}
 
 	if in.brokerToken != "" {
+		// A token another integration owns (a clone made outside Vault, or
+		// its org sharing it): join its family instead of holding a copy
+		// that the owner's switch would leave stale.
+		owner, err := familyOwnerOfToken(ctx, s, in.brokerToken)
+		if err != nil {
+			return nil, err
+		}
+		if owner != "" && owner != queueKey(e.Name, e.SCM) {
+			e.TokenOwner, e.TokenSource = owner, sourceShared
+			if err := putIntegration(ctx, s, e); err != nil {
+				return nil, err
+			}
+			view, _, err := b.familyView(ctx, s, e)
+			if err != nil {
+				return nil, err
+			}
+			return &logical.Response{Data: view.statusData(cfg), Warnings: []string{
+				fmt.Sprintf("this Broker token is %s's: the integration joins its token family and follows its rotation", owner)}}, nil
+		}
 		e.CurrentToken = in.brokerToken
 		e.RotationState = stateActive
 		startSchedule(sourceImported)

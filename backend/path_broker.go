@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -89,6 +90,13 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 	e, err := b.currentIntegration(ctx, req.Storage, name, kind)
 	if err != nil || e == nil {
 		return nil, err
+	}
+	e, ok, err := b.familyView(ctx, req.Storage, e)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("the integration shares the token of %s, which no longer exists", e.TokenOwner)
 	}
 	token := e.servedToken()
 	if token == "" {
@@ -205,6 +213,9 @@ func (b *backend) pathBrokerRotate(ctx context.Context, req *logical.Request, d 
 	}
 	if e == nil {
 		return logical.ErrorResponse("no integration %s/%s: create it with snyk/integrations/%s/%s first", name, kind, name, kind), nil
+	}
+	if e.TokenOwner != "" {
+		return logical.ErrorResponse("%s/%s shares the Broker token of %s, which owns its rotation: rotate broker/%s/rotate (it switches every member of the family)", name, kind, e.TokenOwner, e.TokenOwner), nil
 	}
 	cfg, err := b.config(ctx, req.Storage)
 	if err != nil {

@@ -44,6 +44,7 @@ func pathIntegrations(b *backend) []*framework.Path {
 			HelpSynopsis:    "List an org's integrations.",
 			HelpDescription: "Lists the SCMs configured for one org, e.g. `vault list snyk/integrations/payments`.",
 		},
+		pathClone(b),
 		{
 			Pattern: "integrations/" + nameSegment + "/" + scmSegment + "$",
 			DisplayAttrs: &framework.DisplayAttributes{
@@ -115,7 +116,20 @@ func (b *backend) pathIntegrationRead(ctx context.Context, req *logical.Request,
 	if err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: e.statusData(cfg)}, nil
+	view, _, err := b.familyView(ctx, req.Storage, e)
+	if err != nil {
+		return nil, err
+	}
+	data := view.statusData(cfg)
+	key := queueKey(name, kind)
+	if e.TokenOwner != "" {
+		data["token_family"], data["shares_token_with"] = e.TokenOwner, []string{e.TokenOwner}
+	} else if sharers, err := sharersOf(ctx, req.Storage, key); err != nil {
+		return nil, err
+	} else if len(sharers) > 0 {
+		data["token_family"], data["shares_token_with"] = key, sharers
+	}
+	return &logical.Response{Data: data}, nil
 }
 
 func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -246,6 +260,16 @@ func (b *backend) pathIntegrationDelete(ctx context.Context, req *logical.Reques
 	e, err := b.currentIntegration(ctx, req.Storage, name, kind)
 	if err != nil || e == nil {
 		return nil, err
+	}
+	if e.TokenOwner == "" {
+		sharers, err := sharersOf(ctx, req.Storage, queueKey(name, kind))
+		if err != nil {
+			return nil, err
+		}
+		if len(sharers) > 0 {
+			return logical.ErrorResponse(fmt.Sprintf("%s/%s owns the Broker token that %s share: delete those first (their clones stay at Snyk and keep sharing the token), "+
+				"or keep this integration in Vault so that someone rotates the family", name, kind, strings.Join(sharers, ", "))), nil
+		}
 	}
 	if err := req.Storage.Delete(ctx, integrationStorageKey(name, kind)); err != nil {
 		return nil, err

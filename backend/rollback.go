@@ -92,6 +92,9 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	if kind == walKindServiceAccount {
 		return b.serviceAccountRollback(ctx, req.Storage, data)
 	}
+	if kind == walKindClone {
+		return b.cloneRollback(ctx, req.Storage, data)
+	}
 	var w walEntry
 	if err := mapToStruct(data, &w); err != nil {
 		return err

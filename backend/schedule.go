@@ -107,6 +107,9 @@ func (p policy) problems(now time.Time) []string {
 // even with disable_automated_rotation: left alone it would block every
 // rotation in its Snyk group, and there is no API to cancel it.
 func (e *integrationEntry) nextAction(p policy) (time.Time, bool) {
+	if e.TokenOwner != "" {
+		return time.Time{}, false // a sharer: its owner rotates the token
+	}
 	if e.NextVaultRotation.IsZero() || (p.DisableAutomatedRotation && e.ProvisionalToken == "") {
 		return time.Time{}, false
 	}

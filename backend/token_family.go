@@ -1,0 +1,256 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/httpx"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
+)
+
+// Token families: Snyk's documented way to run one Broker client (one
+// token) for several orgs is to clone an integration into another org of the
+// same group; clones share the token, and switch-token switches them all. In
+// Vault one integration of the family owns the token and its rotation; the
+// others are sharers: they hold their own SCM credential but no token, never
+// provision or switch, and read the owner's token, schedule and state, so
+// every member serves the same broker_token and changes at the same switch
+// with nothing to propagate.
+
+const (
+	walKindClone = "clone"
+	sourceCloned = "cloned" // a sharer of another integration's token
+	sourceShared = "shared" // imported: the token another integration owns
+)
+
+// cloneWAL names a clone being made, so that recovery can find the new
+// integration at Snyk (by type in the destination org) and record it.
+type cloneWAL struct {
+	Source   string    `json:"source"`
+	DestOrg  string    `json:"dest_org"`
+	DestName string    `json:"dest_name"`
+	Started  time.Time `json:"started_at"`
+}
+
+// familyView returns e as its broker reads and status see it: a sharer with
+// its owner's token, schedule and rotation state. ok is false when the
+// owner is gone.
+func (b *backend) familyView(ctx context.Context, s logical.Storage, e *integrationEntry) (*integrationEntry, bool, error) {
+	if e.TokenOwner == "" {
+		return e, true, nil
+	}
+	name, kind := splitQueueKey(e.TokenOwner)
+	owner, err := b.currentIntegration(ctx, s, name, kind)
+	if err != nil || owner == nil {
+		return e, false, err
+	}
+	view := *e
+	view.CurrentToken, view.ProvisionalToken, view.ProvisionedAt = owner.CurrentToken, owner.ProvisionalToken, owner.ProvisionedAt
+	view.RotationState, view.RetryAt = owner.RotationState, owner.RetryAt
+	view.LastVaultRotation, view.NextVaultRotation = owner.LastVaultRotation, owner.NextVaultRotation
+	view.RotationPeriod, view.RotationSchedule, view.RotationWindow = owner.RotationPeriod, owner.RotationSchedule, owner.RotationWindow
+	view.ProvisionAhead, view.DisableAutomatedRotation = owner.ProvisionAhead, owner.DisableAutomatedRotation
+	view.LastRotationError = owner.LastRotationError
+	return &view, true, nil
+}
+
+// sharersOf lists the integrations sharing key's token. Computed, not
+// stored: a stored list would need the owner's and a sharer's locks at once.
+func sharersOf(ctx context.Context, s logical.Storage, key string) ([]string, error) {
+	entries, err := listIntegrations(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if e.TokenOwner == key {
+			out = append(out, queueKey(e.Name, e.SCM))
+		}
+	}
+	return out, nil
+}
+
+// familyOwnerOfToken finds the integration that owns token (compared by
+// fingerprint, so that no comparison of secrets is ever logged), "" if none.
+func familyOwnerOfToken(ctx context.Context, s logical.Storage, token string) (string, error) {
+	entries, err := listIntegrations(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	want := fingerprint(token)
+	for _, e := range entries {
+		if e.TokenOwner == "" && e.CurrentToken != "" && fingerprint(e.CurrentToken) == want {
+			return queueKey(e.Name, e.SCM), nil
+		}
+	}
+	return "", nil
+}
+
+func pathClone(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "integrations/" + nameSegment + "/" + scmSegment + "/clone$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix, OperationVerb: "clone", OperationSuffix: "integration",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name":               pathNameFields["name"],
+			"scm":                pathNameFields["scm"],
+			"destination_org_id": {Type: framework.TypeString, Required: true, Description: "The Snyk org (UUID, same group) to clone the integration into."},
+			"destination_name":   {Type: framework.TypeString, Description: "The clone's <name> in Vault paths (default: destination_org_id)."},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: forwarded(b.pathIntegrationClone, "Clone the integration into another org of the group; the clone shares the Broker token.", nil),
+		},
+		HelpSynopsis:    "Share an integration's Broker token with another org of the group.",
+		HelpDescription: pathCloneHelpDesc,
+	}
+}
+
+func (b *backend) pathIntegrationClone(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, kind := d.Get("name").(string), d.Get("scm").(string)
+	if p := checkPathNames(name, kind); p != "" {
+		return logical.ErrorResponse(p), nil
+	}
+	destOrg := d.Get("destination_org_id").(string)
+	if !isUUID(destOrg) {
+		return logical.ErrorResponse("destination_org_id must be a Snyk org ID (UUID), got %q", destOrg), nil
+	}
+	destName := d.Get("destination_name").(string)
+	if destName == "" {
+		destName = destOrg
+	}
+	if p := checkName(destName); p != "" {
+		return logical.ErrorResponse(p), nil
+	}
+	if destName == name {
+		return logical.ErrorResponse("destination_name must differ from the source's name"), nil
+	}
+	unlock := b.lockIntegration(name, kind)
+	defer unlock()
+	src, err := b.integrationForWrite(ctx, req.Storage, name, kind)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case src == nil:
+		return logical.ErrorResponse("no integration %s/%s to clone", name, kind), nil
+	case src.TokenOwner != "":
+		return logical.ErrorResponse("%s/%s shares the token of %s: clone the owner instead", name, kind, src.TokenOwner), nil
+	}
+	unlockDest := b.lockIntegration(destName, kind)
+	defer unlockDest()
+	if existing, err := getIntegration(ctx, req.Storage, destName, kind); err != nil || existing != nil {
+		if err != nil {
+			return nil, err
+		}
+		return logical.ErrorResponse("integrations/%s/%s exists already: choose another destination_name", destName, kind), nil
+	}
+	client, err := b.snykClient(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if client == nil {
+		return logical.ErrorResponse("the engine has no Snyk credential yet: write snyk/config first"), nil
+	}
+	w := cloneWAL{Source: queueKey(name, kind), DestOrg: destOrg, DestName: destName, Started: b.now().UTC()}
+	walID, err := framework.PutWAL(ctx, req.Storage, walKindClone, &w)
+	if err != nil {
+		return nil, err
+	}
+	newID, err := client.CloneIntegration(ctx, src.OrgID, src.IntegrationID, destOrg)
+	if err != nil {
+		if !errors.Is(err, httpx.ErrOutcomeUnknown) {
+			b.deleteWAL(ctx, req.Storage, walID)
+			return snykCallerError(err, src, snyk.OpLookup, "cloning the integration")
+		}
+		// The WAL entry stays: recovery finds the clone and records it.
+		return nil, fmt.Errorf("cloning the integration: %w", err)
+	}
+	dest := sharerOf(src, destName, destOrg, newID, b.now().UTC())
+	if err := b.persistObtained(ctx, req.Storage, walKindClone, dest); err != nil {
+		return nil, err
+	}
+	b.deleteWAL(ctx, req.Storage, walID)
+	cfg, err := b.configOrDefaults(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	b.rotation.schedule(dest, cfg)
+	b.log().Info("cloned an integration; the clone shares its Broker token", "source", w.Source, "clone", queueKey(destName, kind), "integration_id", newID)
+	view, _, err := b.familyView(ctx, req.Storage, dest)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: view.statusData(cfg)}, nil
+}
+
+// sharerOf is the entry of a clone of src: its own identity, src's SCM
+// credential and location (Snyk copies them), src's token by reference.
+func sharerOf(src *integrationEntry, name, orgID, integrationID string, now time.Time) *integrationEntry {
+	return &integrationEntry{
+		Name: name, SCM: src.SCM, OrgID: orgID, IntegrationID: integrationID,
+		SCMToken: src.SCMToken, SCMUsername: src.SCMUsername, SCMPassword: src.SCMPassword,
+		SCMURL: src.SCMURL, SCMAPIURL: src.SCMAPIURL, AzureOrg: src.AzureOrg, BrokerClientURL: src.BrokerClientURL,
+		SkipSCMValidation: src.SkipSCMValidation, SCMScopes: src.SCMScopes, SCMTokenExpiresAt: src.SCMTokenExpiresAt,
+		SCMStatus: src.SCMStatus, SCMCheckedAt: src.SCMCheckedAt, SCMValidatedAt: src.SCMValidatedAt,
+		TokenOwner: queueKey(src.Name, src.SCM), TokenSource: sourceCloned, CreatedAt: now,
+	}
+}
+
+// cloneRollback records a clone whose answer or store was lost: Snyk made
+// it, so it shares the token, and an unknown sharer would be switched by the
+// owner's rotation without Vault knowing.
+func (b *backend) cloneRollback(ctx context.Context, s logical.Storage, data interface{}) error {
+	var w cloneWAL
+	if err := mapToStruct(data, &w); err != nil {
+		return err
+	}
+	srcName, kind := splitQueueKey(w.Source)
+	unlock := b.lockIntegration(srcName, kind)
+	defer unlock()
+	unlockDest := b.lockIntegration(w.DestName, kind)
+	defer unlockDest()
+	src, err := getIntegration(ctx, s, srcName, kind)
+	if err != nil || src == nil {
+		return err
+	}
+	if existing, err := getIntegration(ctx, s, w.DestName, kind); err != nil || existing != nil {
+		return err
+	}
+	client, err := b.snykClient(ctx, s)
+	if err != nil || client == nil {
+		return fmt.Errorf("cannot look for a lost clone without a Snyk credential: %v", err)
+	}
+	all, err := client.ListIntegrations(ctx, w.DestOrg)
+	if err != nil {
+		return err
+	}
+	id, ok := all[kind]
+	if !ok {
+		return nil // the clone never happened
+	}
+	dest := sharerOf(src, w.DestName, w.DestOrg, id, b.now().UTC())
+	if err := putIntegration(ctx, s, dest); err != nil {
+		return err
+	}
+	b.log().Warn("recorded a clone whose answer was lost; it shares the token", "source", w.Source, "clone", queueKey(w.DestName, kind), "integration_id", id)
+	return nil
+}
+
+const pathCloneHelpDesc = `
+Clone the integration into another org of the same Snyk group
+(POST /v1/org/{org}/integrations/{id}/clone): Snyk copies its settings and
+credentials, Broker token included, so one Broker client serves both orgs.
+The clone is stored as integrations/<destination_name>/<scm>, a sharer of
+this integration's token: it never provisions or switches; this integration's
+rotation switches every member of the family at once (Snyk's switch-token
+switches all integrations sharing the token), and every member's broker read
+serves the same token, with leases ending at the family's next switch.
+
+  vault write snyk/integrations/payments/github/clone destination_org_id=<org UUID> destination_name=platform
+`
