@@ -152,30 +152,41 @@ func (b *backend) pathBrokerRead(ctx context.Context, req *logical.Request, d *f
 	// The Snyk Code Agent's SNYK_TOKEN: a service account of the
 	// integration's code_agent_role, leased with this bundle (its revoke or
 	// expiry deletes the account). The only broker read that calls Snyk.
+	// The Broker client must get its bundle even when Snyk cannot make the
+	// Code Agent's token: then the bundle comes without it, with a warning.
+	var codeAgentWarning string
 	if e.CodeAgentRole != "" {
 		role, err := getRole(ctx, req.Storage, e.CodeAgentRole)
-		if err != nil {
+		switch {
+		case err != nil:
 			return nil, err
-		}
-		if role == nil {
-			return logical.ErrorResponse("code_agent_role %q of this integration does not exist: create snyk/roles/%s or clear code_agent_role", e.CodeAgentRole, e.CodeAgentRole), nil
-		}
-		sa, errResp, err := b.createLeasedServiceAccount(ctx, req.Storage, role, req.DisplayName)
-		if errResp != nil || err != nil {
-			return errResp, err
-		}
-		for k, v := range sa.internalData(e.CodeAgentRole) {
-			if k != "role" {
-				internal[k] = v
+		case role == nil:
+			codeAgentWarning = fmt.Sprintf("no SNYK_TOKEN: code_agent_role %q does not exist (create snyk/roles/%s or clear code_agent_role)", e.CodeAgentRole, e.CodeAgentRole)
+		default:
+			sa, errResp, err := b.createLeasedServiceAccount(ctx, req.Storage, role, req.DisplayName)
+			switch {
+			case errResp != nil:
+				codeAgentWarning = "no SNYK_TOKEN: " + errResp.Error().Error()
+			case err != nil:
+				codeAgentWarning = "no SNYK_TOKEN this time: " + err.Error()
+			default:
+				for k, v := range sa.internalData(e.CodeAgentRole) {
+					if k != "role" {
+						internal[k] = v
+					}
+				}
+				data["snyk_token"] = sa.key
+				data["env"].(map[string]string)["SNYK_TOKEN"] = sa.key
 			}
 		}
-		data["snyk_token"] = sa.key
-		data["env"].(map[string]string)["SNYK_TOKEN"] = sa.key
 	}
 	resp := b.Secret(secretTypeBrokerToken).Response(data, internal)
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = ttl
 	resp.Secret.Renewable = false
+	if codeAgentWarning != "" {
+		resp.AddWarning(codeAgentWarning)
+	}
 	// A failing or expiring SCM credential is served all the same (it may
 	// still work), but every consumer hears of it.
 	if w := e.scmWarning(); w != "" {
@@ -279,7 +290,8 @@ integration needs, under a lease (secret type snyk_broker_token):
 The lease is not renewable; its TTL is the integration's ttl but never past
 the next scheduled switch, so consumers (Vault Agent) re-read right after it.
 Revoking the lease changes nothing at Snyk: the token is shared. A read makes
-no call to Snyk or the SCM.
+no call to Snyk or the SCM, except with code_agent_role, where it creates
+the Code Agent's service account.
 
   vault read snyk/broker/payments/github
 `

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strings"
 	"time"
@@ -148,7 +149,12 @@ func (b *backend) createLeasedServiceAccount(ctx context.Context, s logical.Stor
 		return leasedServiceAccount{}, logical.ErrorResponse(fmt.Sprintf("creating a Snyk service account for role %s: %v (the configured credential needs permission to create service accounts in %s %s)",
 			role.Name, err, strings.TrimSuffix(scope, "s"), owner)), nil
 	}
-	b.deleteWAL(ctx, s, walID)
+	// The WAL entry must go before the key is handed out: left behind, the
+	// rollback would delete an account a lease still holds. If it cannot be
+	// deleted, no key is handed out and the rollback deletes the account.
+	if err := framework.DeleteWAL(ctx, s, walID); err != nil {
+		return leasedServiceAccount{}, nil, fmt.Errorf("recording the new service account failed (it will be deleted): %w", err)
+	}
 	b.log().Info("created a Snyk service account", "role", role.Name, "service_account_id", id, "name", w.Name)
 	return leasedServiceAccount{id: id, key: key, scope: scope, owner: owner}, nil, nil
 }
@@ -166,11 +172,31 @@ func (b *backend) deleteLeasedServiceAccount(ctx context.Context, s logical.Stor
 	if err != nil || client == nil {
 		return fmt.Errorf("revoking Snyk service account %s: the engine has no usable Snyk credential: %v", id, err)
 	}
-	if err := client.DeleteServiceAccount(ctx, scope, owner, id); err != nil && snyk.Classify(snyk.OpLookup, err) != snyk.RefusalNotFound {
+	if err := client.DeleteServiceAccount(ctx, scope, owner, id); err != nil && !serviceAccountGone(ctx, client, scope, owner, id, err) {
 		return fmt.Errorf("deleting Snyk service account %s: %w", id, err)
 	}
 	b.log().Info("deleted a Snyk service account", "service_account_id", id)
 	return nil
+}
+
+// serviceAccountGone reads a failed delete: Snyk answers 404 both for an
+// account that is gone and for an org the credential cannot see, so a 404
+// counts as done only when the owner's list is readable and lacks the
+// account.
+func serviceAccountGone(ctx context.Context, client *snyk.Client, scope, owner, id string, err error) bool {
+	if snyk.StatusOf(err) != http.StatusNotFound {
+		return false
+	}
+	accounts, lerr := client.ListServiceAccounts(ctx, scope, owner)
+	if lerr != nil {
+		return false
+	}
+	for _, a := range accounts {
+		if a.ID == id {
+			return false
+		}
+	}
+	return true
 }
 
 // renewSnykToken extends a lease up to the role's max_ttl, with no call to
@@ -214,7 +240,7 @@ func (b *backend) serviceAccountRollback(ctx context.Context, s logical.Storage,
 		if a.Name != w.Name {
 			continue
 		}
-		if err := client.DeleteServiceAccount(ctx, w.Scope, w.OwnerID, a.ID); err != nil && snyk.Classify(snyk.OpLookup, err) != snyk.RefusalNotFound {
+		if err := client.DeleteServiceAccount(ctx, w.Scope, w.OwnerID, a.ID); err != nil && !serviceAccountGone(ctx, client, w.Scope, w.OwnerID, a.ID, err) {
 			return err
 		}
 		b.log().Warn("deleted a Snyk service account a crash left without a lease", "service_account_id", a.ID, "name", w.Name)

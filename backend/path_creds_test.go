@@ -179,3 +179,49 @@ func TestCodeAgentBundle(t *testing.T) {
 		t.Fatal("a bundle without code_agent_role created a credential")
 	}
 }
+
+// TestCredsReviewFixes: a WAL entry that cannot be deleted after the create
+// hands out no key (the rollback deletes the account); deleting a role in
+// use is refused; a missing role leaves the bundle served without
+// SNYK_TOKEN; an account beyond the list's first page is still found.
+func TestCredsReviewFixes(t *testing.T) {
+	env := credsEnv(t)
+	env.view.fail("delete", "wal/", 0, 1)
+	if resp, err := env.readCreds("code-agent"); err == nil && (resp == nil || !resp.IsError()) {
+		t.Fatal("a key was handed out although its WAL entry stayed")
+	}
+	env.view.clear()
+	env.clock.Advance(time.Hour)
+	if _, err := env.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.RollbackOperation, Storage: env.view, Data: map[string]interface{}{"immediate": true}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(env.snyk.ServiceAccounts("org", testOrgID)); n != 0 {
+		t.Fatalf("%d service accounts left", n)
+	}
+
+	env.snyk.AddIntegration(testOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", mergeData(env.integrationData("github"), map[string]interface{}{"code_agent_role": "code-agent"}))
+	env.mustFail400(logical.DeleteOperation, "roles/code-agent", nil, "code_agent_role of "+testOrgID+"/github")
+	// The role disappears anyway (say, storage edited): the bundle is served.
+	if err := env.storage.Delete(context.Background(), roleStoragePrefix+"code-agent"); err != nil {
+		t.Fatal(err)
+	}
+	resp := env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil)
+	if resp.Data["broker_token"] == nil || !strings.Contains(strings.Join(resp.Warnings, " "), "no SNYK_TOKEN") {
+		t.Fatalf("the bundle without its role: %v %v", resp.Data["broker_token"] != nil, resp.Warnings)
+	}
+
+	// Pagination: 25 accounts; the orphan sorts last.
+	env.mustOK(logical.UpdateOperation, "roles/ci", map[string]interface{}{"org_id": testOrgID, "role_id": testRoleID})
+	for i := 0; i < 25; i++ {
+		if _, err := env.readCreds("ci"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	role, _ := getRole(context.Background(), env.storage, "ci")
+	client, _ := env.b.snykClient(context.Background(), env.view)
+	accounts, err := client.ListServiceAccounts(context.Background(), "orgs", testOrgID)
+	if err != nil || len(accounts) != 25 || role == nil {
+		t.Fatalf("listed %d of 25 accounts: %v", len(accounts), err)
+	}
+}

@@ -188,7 +188,21 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 }
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	return nil, req.Storage.Delete(ctx, roleStoragePrefix+d.Get("name").(string))
+	name := d.Get("name").(string)
+	entries, err := listIntegrations(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, e := range entries {
+		if e.CodeAgentRole == name {
+			users = append(users, queueKey(e.Name, e.SCM))
+		}
+	}
+	if len(users) > 0 {
+		return logical.ErrorResponse(fmt.Sprintf("role %s is the code_agent_role of %s: clear it there first (code_agent_role=%q)", name, strings.Join(users, ", "), "")), nil
+	}
+	return nil, req.Storage.Delete(ctx, roleStoragePrefix+name)
 }
 
 const pathRoleHelpDesc = `

@@ -155,16 +155,23 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	return putIntegration(ctx, req.Storage, e)
 }
 
-// reconcileWALs finishes or reports every call interrupted by a crash.
-// Called at initialization, before the queue starts.
-func (b *backend) reconcileWALs(ctx context.Context, s logical.Storage) error {
+// reconcileWALs finishes or reports every call interrupted by a crash,
+// among the entries at least minAge old. At initialization (minAge 0) no
+// request is in flight yet; a load retried later runs beside requests, whose
+// own entries are younger than walRollbackMinAge and must be left alone.
+func (b *backend) reconcileWALs(ctx context.Context, s logical.Storage, minAge time.Duration) error {
 	ids, err := framework.ListWAL(ctx, s)
 	if err != nil {
 		return err
 	}
+	// The WAL's creation time is the wall clock's (framework.PutWAL).
+	now := time.Now()
 	for _, id := range ids {
 		w, err := framework.GetWAL(ctx, s, id)
 		if err != nil || w == nil {
+			continue
+		}
+		if minAge > 0 && now.Sub(time.Unix(w.CreatedAt, 0)) < minAge {
 			continue
 		}
 		if err := b.walRollback(ctx, &logical.Request{Storage: s}, w.Kind, w.Data); err != nil {

@@ -19,7 +19,7 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 	// Vault logs a failed initialization once and never retries it, which
 	// would leave the mount without rotations until the next reload. So a
 	// storage error here only defers the load to the loop, with back-off.
-	if err := m.load(ctx, req.Storage); err != nil {
+	if err := m.load(ctx, req.Storage, 0); err != nil {
 		b.log().Error("rotation engine: loading from storage failed; the loop starts anyway and retries the load", "error", err)
 		m.deferLoad(req.Storage)
 	}
@@ -56,7 +56,7 @@ func (m *rotationManager) retryLoad(ctx context.Context, s logical.Storage) bool
 	if m.b.now().Before(at) {
 		return false
 	}
-	if err := m.load(ctx, s); err != nil {
+	if err := m.load(ctx, s, walRollbackMinAge); err != nil {
 		m.mu.Lock()
 		m.loadRetry *= 2
 		if m.loadRetry > maxLoadRetry {
@@ -79,8 +79,8 @@ func (b *backend) clean(context.Context) {
 }
 
 // load reconciles interrupted calls and rebuilds the queue and the lanes.
-func (m *rotationManager) load(ctx context.Context, s logical.Storage) error {
-	if err := m.b.reconcileWALs(ctx, s); err != nil {
+func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge time.Duration) error {
+	if err := m.b.reconcileWALs(ctx, s, walAge); err != nil {
 		return err
 	}
 	cfg, err := m.b.config(ctx, s)

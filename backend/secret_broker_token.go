@@ -31,11 +31,11 @@ func secretBrokerToken(b *backend) *framework.Secret {
 	}
 }
 
-// revokeBrokerLease changes nothing upstream: the token is shared by every
-// Broker client of the integration, and one consumer's lease ending must
-// not cut off the others. It always succeeds so leases never pile up.
+// revokeBrokerLease changes nothing about the Broker token: it is shared by
+// every Broker client of the integration, and one consumer's lease ending
+// must not cut off the others. Only the Code Agent's service account, which
+// is this lease's own, is deleted.
 func (b *backend) revokeBrokerLease(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	// Except the Code Agent's service account, which is this lease's own.
 	return nil, b.deleteLeasedServiceAccount(ctx, req.Storage, req.Secret.InternalData)
 }
 

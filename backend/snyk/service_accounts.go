@@ -123,23 +123,52 @@ func (c *Client) ListServiceAccounts(ctx context.Context, scope, ownerID string)
 	if scope != "orgs" && scope != "groups" {
 		return nil, fmt.Errorf("snyk: service account scope must be orgs or groups, got %q", scope)
 	}
-	var doc struct {
-		Data []struct {
-			ID         string `json:"id"`
-			Attributes struct {
-				Name string `json:"name"`
-			} `json:"attributes"`
-		} `json:"data"`
+	// REST lists are paginated: follow links.next (its starting_after
+	// cursor) until there is none, a bounded number of pages.
+	var out []ServiceAccount
+	after := ""
+	for page := 0; page < maxListPages; page++ {
+		q := url.Values{"version": {restVersion}, "limit": {"100"}}
+		if after != "" {
+			q.Set("starting_after", after)
+		}
+		rq := request{method: http.MethodGet, path: "/rest/" + scope + "/" + seg(ownerID) + "/service_accounts", query: q,
+			accept: jsonAPI, contentType: jsonAPI, idempotent: true, kind: kindREST}
+		body, err := c.send(ctx, rq)
+		if err != nil {
+			return nil, err
+		}
+		var doc struct {
+			Data []struct {
+				ID         string `json:"id"`
+				Attributes struct {
+					Name string `json:"name"`
+				} `json:"attributes"`
+			} `json:"data"`
+			Links struct {
+				Next string `json:"next"`
+			} `json:"links"`
+		}
+		if json.Unmarshal(body, &doc) != nil {
+			return nil, c.badResponse(rq, "unexpected response body")
+		}
+		for _, d := range doc.Data {
+			out = append(out, ServiceAccount{ID: d.ID, Name: d.Attributes.Name})
+		}
+		if doc.Links.Next == "" || len(doc.Data) == 0 {
+			return out, nil
+		}
+		next, err := url.Parse(doc.Links.Next)
+		if err != nil || next.Query().Get("starting_after") == "" || next.Query().Get("starting_after") == after {
+			return out, nil
+		}
+		after = next.Query().Get("starting_after")
 	}
-	if _, err := c.rest(ctx, "/"+scope+"/"+seg(ownerID)+"/service_accounts", &doc); err != nil {
-		return nil, err
-	}
-	out := make([]ServiceAccount, 0, len(doc.Data))
-	for _, d := range doc.Data {
-		out = append(out, ServiceAccount{ID: d.ID, Name: d.Attributes.Name})
-	}
-	return out, nil
+	return nil, fmt.Errorf("snyk: more than %d pages of service accounts in %s %s", maxListPages, scope, ownerID)
 }
+
+// maxListPages bounds a paginated list (100 items a page).
+const maxListPages = 100
 
 // DeleteServiceAccount deletes a service account, which revokes its
 // credentials. Deleting is idempotent in effect, so it is retried.

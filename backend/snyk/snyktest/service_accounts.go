@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 
 	"github.com/google/uuid"
 )
@@ -197,15 +198,42 @@ func (s *Server) handleSAList(scope string) http.HandlerFunc {
 			restError(w, http.StatusNotFound, "Not found", "")
 			return
 		}
-		data := []any{}
-		for _, sa := range s.serviceAccounts {
-			if sa.scope == scope && sa.ownerID == owner {
-				data = append(data, map[string]any{"type": "service_account", "id": sa.id, "attributes": map[string]any{
-					"name": sa.name, "auth_type": sa.authType, "role_id": sa.roleID, "level": scope,
-				}})
+		// Paginated as Snyk's REST lists are: limit (default 10, at most
+		// 100) items after the starting_after cursor, links.next when more.
+		limit := 10
+		if v := r.URL.Query().Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 100 {
+				restError(w, http.StatusBadRequest, "limit must be between 1 and 100", "limit")
+				return
+			}
+			limit = n
+		}
+		after := r.URL.Query().Get("starting_after")
+		var ids []string
+		for id, sa := range s.serviceAccounts {
+			if sa.scope == scope && sa.ownerID == owner && id > after {
+				ids = append(ids, id)
 			}
 		}
-		writeREST(w, http.StatusOK, map[string]any{"jsonapi": map[string]string{"version": "1.0"}, "data": data})
+		slices.Sort(ids)
+		more := len(ids) > limit
+		if more {
+			ids = ids[:limit]
+		}
+		data := []any{}
+		for _, id := range ids {
+			sa := s.serviceAccounts[id]
+			data = append(data, map[string]any{"type": "service_account", "id": sa.id, "attributes": map[string]any{
+				"name": sa.name, "auth_type": sa.authType, "role_id": sa.roleID, "level": scope,
+			}})
+		}
+		doc := map[string]any{"jsonapi": map[string]string{"version": "1.0"}, "data": data}
+		if more {
+			doc["links"] = map[string]string{"next": fmt.Sprintf("/%ss/%s/service_accounts?version=%s&limit=%d&starting_after=%s",
+				scope, owner, r.URL.Query().Get("version"), limit, ids[len(ids)-1])}
+		}
+		writeREST(w, http.StatusOK, doc)
 	}
 }
 
