@@ -247,6 +247,27 @@ func (b *backend) lockIntegration(name, scmKind string) func() {
 	return l.Unlock
 }
 
+// lockIntegrations takes the locks of several integrations ("name/scm")
+// at once, in the one global order and each stripe once, so that two
+// callers locking overlapping sets never deadlock (nor one caller whose keys
+// share a stripe).
+func (b *backend) lockIntegrations(keys ...string) func() {
+	storageKeys := make([]string, 0, len(keys))
+	for _, k := range keys {
+		name, kind := splitQueueKey(k)
+		storageKeys = append(storageKeys, integrationStorageKey(name, kind))
+	}
+	locks := locksutil.LocksForKeys(b.integrationLocks, storageKeys)
+	for _, l := range locks {
+		l.Lock()
+	}
+	return func() {
+		for i := len(locks) - 1; i >= 0; i-- {
+			locks[i].Unlock()
+		}
+	}
+}
+
 // log returns the engine's logger, falling back to a null logger before
 // Setup ran (unit tests construct the backend directly).
 func (b *backend) log() hclog.Logger {

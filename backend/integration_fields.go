@@ -67,6 +67,10 @@ func integrationFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeString,
 			Description: "The Broker client's URL as the SCM's webhooks reach it; passed through as BROKER_CLIENT_URL.",
 		},
+		"promote_token_owner": {
+			Type:        framework.TypeBool,
+			Description: "On a sharer (a clone): make it the owner of its token family, which then rotates the token; the old owner becomes a sharer.",
+		},
 		"code_agent_role": {
 			Type:        framework.TypeString,
 			Description: "A role of snyk/roles: broker reads add SNYK_TOKEN (a Snyk service account of that role, leased with the bundle) for the Snyk Code Agent. Empty to stop.",

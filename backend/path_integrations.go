@@ -137,6 +137,9 @@ func (b *backend) pathIntegrationWrite(ctx context.Context, req *logical.Request
 	if p := checkPathNames(name, kind); p != "" {
 		return logical.ErrorResponse(p), nil
 	}
+	if v, ok := d.GetOk("promote_token_owner"); ok && v.(bool) {
+		return b.pathPromote(ctx, req, name, kind)
+	}
 	unlock := b.lockIntegration(name, kind)
 	defer unlock()
 
@@ -267,8 +270,8 @@ func (b *backend) pathIntegrationDelete(ctx context.Context, req *logical.Reques
 			return nil, err
 		}
 		if len(sharers) > 0 {
-			return logical.ErrorResponse(fmt.Sprintf("%s/%s owns the Broker token that %s share: delete those first (their clones stay at Snyk and keep sharing the token), "+
-				"or keep this integration in Vault so that someone rotates the family", name, kind, strings.Join(sharers, ", "))), nil
+			return logical.ErrorResponse(fmt.Sprintf("%s/%s owns the Broker token that %s share: hand the family over first with "+
+				"vault write snyk/integrations/<sharer>/%s promote_token_owner=true (then delete this one), or delete the sharers first", name, kind, strings.Join(sharers, ", "), kind)), nil
 		}
 	}
 	if err := req.Storage.Delete(ctx, integrationStorageKey(name, kind)); err != nil {

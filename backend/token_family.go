@@ -130,7 +130,7 @@ func (b *backend) pathIntegrationClone(ctx context.Context, req *logical.Request
 	if destName == name {
 		return logical.ErrorResponse("destination_name must differ from the source's name"), nil
 	}
-	unlock := b.lockIntegration(name, kind)
+	unlock := b.lockIntegrations(queueKey(name, kind), queueKey(destName, kind))
 	defer unlock()
 	src, err := b.integrationForWrite(ctx, req.Storage, name, kind)
 	if err != nil {
@@ -142,8 +142,6 @@ func (b *backend) pathIntegrationClone(ctx context.Context, req *logical.Request
 	case src.TokenOwner != "":
 		return logical.ErrorResponse("%s/%s shares the token of %s: clone the owner instead", name, kind, src.TokenOwner), nil
 	}
-	unlockDest := b.lockIntegration(destName, kind)
-	defer unlockDest()
 	if existing, err := getIntegration(ctx, req.Storage, destName, kind); err != nil || existing != nil {
 		if err != nil {
 			return nil, err
@@ -211,10 +209,8 @@ func (b *backend) cloneRollback(ctx context.Context, s logical.Storage, data int
 		return err
 	}
 	srcName, kind := splitQueueKey(w.Source)
-	unlock := b.lockIntegration(srcName, kind)
+	unlock := b.lockIntegrations(w.Source, queueKey(w.DestName, kind))
 	defer unlock()
-	unlockDest := b.lockIntegration(w.DestName, kind)
-	defer unlockDest()
 	src, err := getIntegration(ctx, s, srcName, kind)
 	if err != nil || src == nil {
 		return err
@@ -254,3 +250,134 @@ serves the same token, with leases ending at the family's next switch.
 
   vault write snyk/integrations/payments/github/clone destination_org_id=<org UUID> destination_name=platform
 `
+
+const walKindPromote = "promote-token-owner"
+
+// promoteWAL names a hand-over of a family's token from one member to
+// another, so that recovery can finish it.
+type promoteWAL struct {
+	OldOwner string `json:"old_owner"`
+	NewOwner string `json:"new_owner"`
+}
+
+// pathPromote handles promote_token_owner=true on a sharer's write: it
+// makes the sharer the owner of its family: it takes the token, its state
+// and schedule; the old owner and every other member become its sharers.
+// Every step is idempotent, and the WAL entry lets recovery finish a
+// hand-over a crash interrupted.
+func (b *backend) pathPromote(ctx context.Context, req *logical.Request, name, kind string) (*logical.Response, error) {
+	s := req.Storage
+	probe, err := getIntegration(ctx, s, name, kind)
+	if err != nil || probe == nil {
+		return nil, err
+	}
+	if probe.TokenOwner == "" {
+		return logical.ErrorResponse("%s/%s owns its token already", name, kind), nil
+	}
+	newKey, oldKey := queueKey(name, kind), probe.TokenOwner
+	// Both locks at once: the old owner's keeps its rotation (and any other
+	// change) out until the family points at the new owner.
+	unlock := b.lockIntegrations(newKey, oldKey)
+	defer unlock()
+	sharer, err := b.integrationForWrite(ctx, s, name, kind)
+	if err != nil || sharer == nil {
+		return nil, err
+	}
+	if sharer.TokenOwner != oldKey {
+		return logical.ErrorResponse("the token family of %s/%s changed meanwhile: read it and try again", name, kind), nil
+	}
+	if err := b.rotation.flushUnsaved(ctx, s, oldKey); err != nil {
+		return nil, err
+	}
+	walID, err := framework.PutWAL(ctx, s, walKindPromote, &promoteWAL{OldOwner: oldKey, NewOwner: newKey})
+	if err != nil {
+		return nil, err
+	}
+	if err := b.finishPromotion(ctx, s, oldKey, sharer); err != nil {
+		return nil, err
+	}
+	b.deleteWAL(ctx, s, walID)
+	cfg, err := b.configOrDefaults(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: sharer.statusData(cfg)}, nil
+}
+
+// finishPromotion runs (or re-runs) a hand-over: new owner first, then the
+// old owner, then every other member.
+func (b *backend) finishPromotion(ctx context.Context, s logical.Storage, oldKey string, newOwner *integrationEntry) error {
+	oldName, kind := splitQueueKey(oldKey)
+	newKey := queueKey(newOwner.Name, newOwner.SCM)
+	old, err := getIntegration(ctx, s, oldName, kind)
+	if err != nil {
+		return err
+	}
+	if old != nil && old.TokenOwner == "" {
+		newOwner.CurrentToken, newOwner.ProvisionalToken, newOwner.ProvisionedAt = old.CurrentToken, old.ProvisionalToken, old.ProvisionedAt
+		newOwner.SwitchOutcomeUnknown, newOwner.RotationState, newOwner.TokenSource = old.SwitchOutcomeUnknown, old.RotationState, old.TokenSource
+		newOwner.LastVaultRotation, newOwner.NextVaultRotation = old.LastVaultRotation, old.NextVaultRotation
+		newOwner.RetryAt, newOwner.Failures, newOwner.LastRotationError = old.RetryAt, old.Failures, old.LastRotationError
+		newOwner.RotationPeriod, newOwner.RotationSchedule, newOwner.RotationWindow = old.RotationPeriod, old.RotationSchedule, old.RotationWindow
+		newOwner.ProvisionAhead, newOwner.DisableAutomatedRotation = old.ProvisionAhead, old.DisableAutomatedRotation
+		newOwner.GroupID, newOwner.GroupResolved, newOwner.GroupLookupFailed = old.GroupID, old.GroupResolved, old.GroupLookupFailed
+	}
+	newOwner.TokenOwner = ""
+	if err := putIntegration(ctx, s, newOwner); err != nil {
+		return err
+	}
+	if old != nil && old.TokenOwner == "" {
+		old.TokenOwner = newKey
+		old.CurrentToken, old.ProvisionalToken, old.ProvisionedAt, old.SwitchOutcomeUnknown = "", "", time.Time{}, false
+		old.RotationState, old.RetryAt, old.Failures, old.LastRotationError = "", time.Time{}, 0, ""
+		old.TokenSource = sourceCloned
+		if err := putIntegration(ctx, s, old); err != nil {
+			return err
+		}
+	}
+	entries, err := listIntegrations(ctx, s)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.TokenOwner != oldKey || queueKey(e.Name, e.SCM) == newKey {
+			continue
+		}
+		e.TokenOwner = newKey
+		if err := putIntegration(ctx, s, e); err != nil {
+			return err
+		}
+	}
+	// The queue and the group's slot follow the token.
+	cfg, err := b.configOrDefaults(ctx, s)
+	if err != nil {
+		return err
+	}
+	if newOwner.ProvisionalToken != "" {
+		b.rotation.release(oldKey)
+		b.rotation.hold(laneKey(newOwner), newKey)
+	}
+	b.rotation.forget(oldKey)
+	b.rotation.schedule(newOwner, cfg)
+	if old != nil {
+		b.rotation.schedule(old, cfg)
+	}
+	b.log().Info("handed a token family over", "old_owner", oldKey, "new_owner", newKey)
+	return nil
+}
+
+// promoteRollback finishes a hand-over a crash interrupted.
+func (b *backend) promoteRollback(ctx context.Context, s logical.Storage, data interface{}) error {
+	var w promoteWAL
+	if err := mapToStruct(data, &w); err != nil {
+		return err
+	}
+	name, kind := splitQueueKey(w.NewOwner)
+	unlock := b.lockIntegrations(w.NewOwner, w.OldOwner)
+	defer unlock()
+	e, err := getIntegration(ctx, s, name, kind)
+	if err != nil || e == nil {
+		return err
+	}
+	return b.finishPromotion(ctx, s, w.OldOwner, e)
+}

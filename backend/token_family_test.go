@@ -131,3 +131,30 @@ func TestTokenFamilyLostCloneIsRecorded(t *testing.T) {
 		t.Fatal("the recorded clone serves another token")
 	}
 }
+
+// TestTokenFamilyHandOver: a sharer promoted to owner takes over the token
+// and its rotation; the old owner can then be deleted and the family still
+// rotates once per period.
+func TestTokenFamilyHandOver(t *testing.T) {
+	env, _ := familyEnv(t)
+	token := env.servedBy("payments")
+	resp := env.mustOK(logical.UpdateOperation, "integrations/platform/github", map[string]interface{}{"promote_token_owner": true})
+	if resp.Data["broker_token_fingerprint"] != fingerprint(token) {
+		t.Fatalf("the new owner does not hold the token: %v", resp.Data)
+	}
+	for name, owner := range map[string]string{"payments": "platform/github", "billing": "platform/github"} {
+		e, _ := getIntegration(context.Background(), env.storage, name, "github")
+		if e.TokenOwner != owner || e.CurrentToken != "" {
+			t.Fatalf("%s after the hand-over: owner %q", name, e.TokenOwner)
+		}
+	}
+	env.mustOK(logical.DeleteOperation, "integrations/payments/github", nil)
+	env.advance(61*time.Minute, 10*time.Second)
+	f := env.snyk.Faults()
+	if p, s := f.Calls(snyktest.RouteProvisionToken), f.Calls(snyktest.RouteSwitchToken); p != 1 || s != 1 {
+		t.Fatalf("provisions %d, switches %d after the hand-over", p, s)
+	}
+	if next := env.servedBy("platform"); next == token || env.servedBy("billing") != next {
+		t.Fatal("the family did not rotate together after the hand-over")
+	}
+}
