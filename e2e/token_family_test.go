@@ -30,7 +30,9 @@ func TestTokenFamilyInRealVault(t *testing.T) {
 			_, _ = s.vault.client.Logical().Delete(mountPath + "/integrations/" + n + "/github")
 		}
 	})
-	served := func(name string) string { return str(s.read(t, mountPath+"/broker/"+name+"/github").Data["broker_token"]) }
+	served := func(name string) string {
+		return str(s.read(t, mountPath+"/broker/"+name+"/github").Data["broker_token"])
+	}
 	first := served("family-a")
 	for _, n := range []string{"family-b", "family-c"} {
 		if served(n) != first {
