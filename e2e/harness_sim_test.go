@@ -50,6 +50,8 @@ type simIntegration struct {
 	Brokered         bool   `json:"brokered"`
 	CurrentToken     string `json:"current_token"`
 	ProvisionalToken string `json:"provisional_token"`
+	Provisions       int    `json:"provisions"`
+	Switches         int    `json:"switches"`
 }
 
 type simulator struct {

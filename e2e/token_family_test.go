@@ -53,10 +53,25 @@ func TestTokenFamilyInRealVault(t *testing.T) {
 		if served(n) != next {
 			t.Fatalf("%s does not serve the new token", n)
 		}
-		if cur := s.sim.integration(t, orgs[i], "github").CurrentToken; cur != next {
+		in := s.sim.integration(t, orgs[i], "github")
+		if in.CurrentToken != next {
 			t.Fatalf("Snyk routes %s by another token", n)
 		}
+		// One rotation of the family is one provision and one switch, both
+		// made by the owner; the owner may already have provisioned the
+		// next rotation's token, which Snyk then holds as provisional.
+		wantProvisions, wantSwitches := 0, 0
+		if i == 0 {
+			wantProvisions, wantSwitches = 1, 1
+			if in.ProvisionalToken != "" {
+				wantProvisions = 2
+			}
+		}
+		if in.Provisions != wantProvisions || in.Switches != wantSwitches {
+			t.Fatalf("%s: %d provisions and %d switches at Snyk, want %d and %d", n, in.Provisions, in.Switches, wantProvisions, wantSwitches)
+		}
 	}
+	report(t, "token family of three orgs: one provision and one switch per rotation, all made by the owner")
 	if _, err := s.vault.client.Logical().Write(mountPath+"/broker/family-b/github/rotate", nil); responseStatus(err) != 400 {
 		t.Fatalf("rotating a sharer: %v", err)
 	}

@@ -203,6 +203,10 @@ type integrationState struct {
 	Brokered         bool   `json:"brokered"`
 	CurrentToken     string `json:"current_token"`
 	ProvisionalToken string `json:"provisional_token"`
+	// Successful provision-token and switch-token calls made for this
+	// integration.
+	Provisions int `json:"provisions"`
+	Switches   int `json:"switches"`
 }
 
 func (w *world) state() []integrationState {
@@ -219,7 +223,9 @@ func (w *world) state() []integrationState {
 		sort.Strings(types)
 		for _, t := range types {
 			id := ids[t]
+			provisions, switches := w.snyk.CallsBy(id)
 			out = append(out, integrationState{
+				Provisions: provisions, Switches: switches,
 				OrgID: org, Type: t, ID: id, Brokered: w.snyk.Brokered(id),
 				CurrentToken: w.snyk.CurrentToken(id), ProvisionalToken: w.snyk.ProvisionalToken(id),
 			})

@@ -86,8 +86,10 @@ type Server struct {
 	groupProvisional map[string]string      // lane -> token-group key
 	behaviour        Behaviour
 	limiter          rateLimiter
-	minted           []string // every Broker token issued, in order
-	switches         int      // successful switch-token calls
+	minted           []string       // every Broker token issued, in order
+	switches         int            // successful switch-token calls
+	provisionsBy     map[string]int // successful provision-token calls by integration ID
+	switchesBy       map[string]int // successful switch-token calls by integration ID
 }
 
 type accessToken struct {
@@ -120,6 +122,8 @@ func New(opts Options) *Server {
 		orgs:             map[string]*org{},
 		integrations:     map[string]*integration{},
 		tokens:           map[string]*tokenGroup{},
+		provisionsBy:     map[string]int{},
+		switchesBy:       map[string]int{},
 		groupProvisional: map[string]string{},
 		behaviour:        Behaviour{}.withDefaults(),
 	}

@@ -176,6 +176,14 @@ func (s *Server) Switches() int {
 	return s.switches
 }
 
+// CallsBy returns how many provision-token and switch-token calls made for
+// the integration succeeded: a token family's sharers should show none.
+func (s *Server) CallsBy(integrationID string) (provisions, switches int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.provisionsBy[integrationID], s.switchesBy[integrationID]
+}
+
 // SwitchOutsideVault makes the provisional token of the integration's token
 // group current, as the Snyk UI's switch would. It reports whether there was
 // one.

@@ -240,6 +240,7 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
 	tg.provisional = s.mint()
 	tg.provisionedBy = in.id
 	s.groupProvisional[tg.lane] = in.tokenKey
+	s.provisionsBy[in.id]++
 	writeJSON(w, http.StatusOK, map[string]string{"id": in.id, "provisionalBrokerToken": tg.provisional})
 }
 
@@ -257,6 +258,7 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) {
 	tg.current, tg.provisional, tg.provisionedBy = tg.provisional, "", ""
 	delete(s.groupProvisional, tg.lane)
 	s.switches++
+	s.switchesBy[in.id]++
 	w.WriteHeader(http.StatusOK)
 }
 
