@@ -105,6 +105,9 @@ func FuzzIntegrationWrite(f *testing.F) {
 	f.Add("payments", "github", "0b3e1b1c-1b4e-4b8e-9d11-3c0f1b1d2a55", "", "ghp_x", "4a18d42f-0706-4ad0-b127-24078731fbed", "", "1h")
 	f.Add("a..b", "gitlab", "x", "y", "", "", "adopt", "-5s")
 	f.Add("0b3e1b1c-1b4e-4b8e-9d11-3c0f1b1d2a55", "azure-repos", "", "", "pat", "", "enable", "")
+	// The first seed's integration under another name: refused, since two
+	// entries would rotate one Snyk integration.
+	f.Add("p", "github", "0b3e1b1c-1b4e-4b8e-9d11-3c0f1b1d2a55", "", "ghp_x", "4a18d42f-0706-4ad0-b127-24078731fbed", "", "1h")
 	env := newTestEnv(f)
 	env.configure(nil)
 	env.snyk.AddIntegration(testOrgID, "github", true)
@@ -129,9 +132,26 @@ func FuzzIntegrationWrite(f *testing.F) {
 		if lerr != nil {
 			t.Fatal(lerr)
 		}
+		owners := map[string]*integrationEntry{}
 		for _, e := range entries {
-			if e.servedToken() == "" || e.OrgID == "" || e.IntegrationID == "" || e.TokenSource == "" {
+			if e.TokenOwner == "" {
+				owners[queueKey(e.Name, e.SCM)] = e
+			}
+		}
+		for _, e := range entries {
+			if e.OrgID == "" || e.IntegrationID == "" || e.TokenSource == "" {
 				t.Fatalf("a half entry is stored: %s/%s", e.Name, e.SCM)
+			}
+			// A sharer holds no token of its own: it serves its owner's,
+			// so the owner must be stored, with a token.
+			holder := e
+			if e.TokenOwner != "" {
+				if holder = owners[e.TokenOwner]; holder == nil {
+					t.Fatalf("%s/%s shares the token of %s, which is not stored as an owner", e.Name, e.SCM, e.TokenOwner)
+				}
+			}
+			if holder.servedToken() == "" {
+				t.Fatalf("%s/%s is stored without a token to serve", e.Name, e.SCM)
 			}
 		}
 	})

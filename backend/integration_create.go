@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -68,6 +69,15 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 			// which is how Snyk issues the first Broker token.
 			return b.addBrokeredIntegration(ctx, s, client, cfg, e)
 		}
+	}
+	// Two entries rotating one Snyk integration would each switch its token
+	// from under the other, leaving one serving a dead token.
+	if other, err := entryManaging(ctx, s, e); err != nil {
+		return nil, err
+	} else if other != "" {
+		return logical.ErrorResponse(fmt.Sprintf(
+			"Snyk integration %s (org %s, %s) is already managed by this mount as %s: read broker/%s instead, or delete that entry first; "+
+				"to serve its token to another org, clone it with integrations/%s/clone", e.IntegrationID, e.OrgID, e.SCM, other, other, other)), nil
 	}
 
 	// startSchedule stamps how the token was obtained and starts the
@@ -200,4 +210,20 @@ func withWarnings(resp *logical.Response, warnings []string) *logical.Response {
 		resp.Warnings = append(warnings, resp.Warnings...)
 	}
 	return resp
+}
+
+// entryManaging names the stored integration, other than e, that manages the
+// same Snyk integration ("" if none).
+func entryManaging(ctx context.Context, s logical.Storage, e *integrationEntry) (string, error) {
+	entries, err := listIntegrations(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	self := queueKey(e.Name, e.SCM)
+	for _, other := range entries {
+		if key := queueKey(other.Name, other.SCM); key != self && strings.EqualFold(other.IntegrationID, e.IntegrationID) {
+			return key, nil
+		}
+	}
+	return "", nil
 }

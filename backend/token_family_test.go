@@ -108,6 +108,32 @@ func TestTokenFamilyImportJoins(t *testing.T) {
 	}
 }
 
+// TestSecondEntryForOneIntegrationRefused: a second name for a Snyk
+// integration this mount already manages is refused, with or without its
+// token, and nothing is stored or minted: both entries would rotate it.
+func TestSecondEntryForOneIntegrationRefused(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(nil)
+	env.snyk.AddIntegration(testOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/payments/github", mergeData(env.integrationData("github"), map[string]interface{}{"org_id": testOrgID}))
+	token := env.servedBy("payments")
+	keys, minted := env.storedKeys(), len(env.snyk.Minted())
+	for _, extra := range []map[string]interface{}{
+		{"org_id": testOrgID},
+		{"org_id": testOrgID, "broker_token": token},
+		{"org_id": testOrgID, "broker_token_source": "adopt"},
+	} {
+		env.mustFail400(logical.CreateOperation, "integrations/again/github", mergeData(env.integrationData("github"), extra),
+			"already managed by this mount as payments/github", "integrations/payments/github/clone")
+	}
+	if got := env.storedKeys(); strings.Join(got, ",") != strings.Join(keys, ",") {
+		t.Fatalf("storage changed: %v -> %v", keys, got)
+	}
+	if got := len(env.snyk.Minted()); got != minted {
+		t.Fatalf("%d tokens minted by refused writes", got-minted)
+	}
+}
+
 // TestTokenFamilyLostCloneIsRecorded: a clone whose answer was lost is found
 // at Snyk and recorded by recovery: no unknown sharer.
 func TestTokenFamilyLostCloneIsRecorded(t *testing.T) {
