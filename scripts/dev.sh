@@ -8,7 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dev="$root/.dev"
 bin="$root/bin"
-version=${VERSION:-v0.1.0}
+version=${VERSION:-$("$(dirname "$0")/version.sh")}
 plugin=vault-plugin-secrets-snyk
 
 stop() {

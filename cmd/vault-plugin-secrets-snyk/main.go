@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	hclog "github.com/hashicorp/go-hclog"
@@ -17,7 +18,21 @@ import (
 // `vault plugin register -version=vX.Y.Z` matches what the binary says.
 var version = "v0.0.0-dev"
 
+// commit and buildDate are stamped the same way. buildDate is the commit's
+// date, not the time of the build, so that two builds of one commit are
+// byte-identical and their sums can be compared.
+var (
+	commit    = "unknown"
+	buildDate = "unknown"
+)
+
 func main() {
+	// Vault never passes -version, so it is answered before the plugin's own
+	// flags are parsed.
+	if len(os.Args) == 2 && (os.Args[1] == "-version" || os.Args[1] == "--version") {
+		fmt.Printf("vault-plugin-secrets-snyk %s\ncommit: %s\nbuilt: %s\n", version, commit, buildDate)
+		return
+	}
 	apiClientMeta := &api.PluginAPIClientMeta{}
 	flags := apiClientMeta.FlagSet()
 	if err := flags.Parse(os.Args[1:]); err != nil {
