@@ -19,7 +19,7 @@ GO        ?= go
 BIN       := $(CURDIR)/bin
 PLUGIN    := $(BIN)/vault-plugin-secrets-snyk
 SIM       := $(BIN)/snyk-sim
-VAULT     := $(BIN)/vault
+VAULT     ?= $(BIN)/vault
 LDFLAGS   := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILDDATE)
 
 .PHONY: all build sim vault broker dev dev-stop test unit fuzz-short fuzz e2e fmt fmt-check vet lint bench release release-check clean
@@ -37,11 +37,26 @@ sim:
 # A real Vault (server and Agent) built from the Go module proxy by the
 # wrapper module in scripts/vault. It takes minutes the first time, so the
 # target is the file itself: once bin/vault exists it is not rebuilt.
+# VAULT=/path/to/vault uses a Vault you already have (1.15 or later: the
+# tests rely on plugin versions and running_plugin_version).
+VAULT_MODULE_VERSION := $(shell sed -n 's|^require github.com/hashicorp/vault \(v[0-9.]*\)$$|\1|p' scripts/vault/go.mod)
+VAULT_BUILD_LOG := $(BIN)/vault-build.log
+
 vault: $(VAULT)
+	@v=$$($(VAULT) version | sed -n 's/^Vault v\([0-9]*\)\.\([0-9]*\)\..*/\1 \2/p'); set -- $$v; \
+	if [ -z "$$v" ] || [ "$$1" -lt 1 ] || { [ "$$1" -eq 1 ] && [ "$$2" -lt 15 ]; }; then \
+		echo "ERROR: $(VAULT) is not Vault 1.15 or later ($$($(VAULT) version 2>&1 | head -1))"; exit 1; fi
 
 $(VAULT):
+ifneq ($(VAULT),$(BIN)/vault)
+	@echo "ERROR: VAULT=$(VAULT) does not exist; unset VAULT to build Vault $(VAULT_MODULE_VERSION) into $(BIN)/vault"; exit 1
+endif
 	@mkdir -p $(BIN)
-	cd scripts/vault && GOFLAGS=-mod=mod $(GO) build -ldflags "-s -w" -o $(VAULT) .
+	@echo "building Vault $(VAULT_MODULE_VERSION) from the Go module proxy into $(VAULT): 6-8 minutes the first time,"
+	@echo "reused afterwards. Set VAULT=/path/to/vault to use your own. Progress: $(VAULT_BUILD_LOG)"
+	@cd scripts/vault && GOFLAGS=-mod=mod $(GO) build -ldflags "-s -w" -o $(VAULT) . > $(VAULT_BUILD_LOG) 2>&1 || \
+		{ echo "ERROR: building Vault failed; the last lines of $(VAULT_BUILD_LOG):"; tail -20 $(VAULT_BUILD_LOG); exit 1; }
+	@echo "built $$($(VAULT) version)"
 
 # The real Snyk Broker (server and client) from npm, for the delivery-chain
 # tests. Without npm access the install fails and those tests skip, saying so.
@@ -55,7 +70,7 @@ broker:
 	fi
 
 dev: build sim vault
-	VERSION=$(VERSION) ./scripts/dev.sh start
+	VERSION=$(VERSION) VAULT=$(VAULT) ./scripts/dev.sh start
 
 dev-stop:
 	./scripts/dev.sh stop

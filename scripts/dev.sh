@@ -8,6 +8,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dev="$root/.dev"
 bin="$root/bin"
+# VAULT (set by make) points at the Vault to run; bin/vault otherwise.
+vault=${VAULT:-$bin/vault}
 version=${VERSION:-$("$(dirname "$0")/version.sh")}
 plugin=vault-plugin-secrets-snyk
 
@@ -74,31 +76,31 @@ plugin_directory = "$dev/plugins"
 disable_mlock    = true
 ui               = false
 HCL
-  "$bin/vault" server -config="$dev/vault.hcl" >"$dev/vault.log" 2>&1 &
+  "$vault" server -config="$dev/vault.hcl" >"$dev/vault.log" 2>&1 &
   echo $! >"$dev/vault.pid"
   export VAULT_ADDR="http://127.0.0.1:$port"
   unset VAULT_TOKEN VAULT_NAMESPACE
   wait_for 30 curl -s "$VAULT_ADDR/v1/sys/seal-status" || { cat "$dev/vault.log"; exit 1; }
 
-  "$bin/vault" operator init -key-shares=1 -key-threshold=1 >"$dev/init.txt"
+  "$vault" operator init -key-shares=1 -key-threshold=1 >"$dev/init.txt"
   chmod 600 "$dev/init.txt"
   unseal_key=$(awk '/Unseal Key 1:/ {print $4}' "$dev/init.txt")
   root_token=$(awk '/Initial Root Token:/ {print $4}' "$dev/init.txt")
-  "$bin/vault" operator unseal "$unseal_key" >/dev/null
+  "$vault" operator unseal "$unseal_key" >/dev/null
   export VAULT_TOKEN="$root_token"
-  wait_for 30 "$bin/vault" secrets list
+  wait_for 30 "$vault" secrets list
 
   echo "==> registering $plugin $version by sha256 and enabling it at snyk/"
   sha=$(sha256sum "$dev/plugins/$plugin" | cut -d' ' -f1)
-  "$bin/vault" plugin register -sha256="$sha" -version="$version" secret "$plugin"
-  "$bin/vault" secrets enable -path=snyk -plugin-version="$version" "$plugin"
+  "$vault" plugin register -sha256="$sha" -version="$version" secret "$plugin"
+  "$vault" secrets enable -path=snyk -plugin-version="$version" "$plugin"
 
   echo "==> configuring snyk/config against the simulator"
-  printf '%s' "$SIM_API_TOKEN" | "$bin/vault" write snyk/config api_token=- \
+  printf '%s' "$SIM_API_TOKEN" | "$vault" write snyk/config api_token=- \
     api_url="$SIM_SNYK_URL" ca_cert=@"$SIM_CA_CERT_FILE" ttl=1h
 
   echo "==> creating the demo integration snyk/integrations/payments/github"
-  printf '%s' "$SIM_GITHUB_TOKEN" | "$bin/vault" write snyk/integrations/payments/github \
+  printf '%s' "$SIM_GITHUB_TOKEN" | "$vault" write snyk/integrations/payments/github \
     org_id="$SIM_ORGS_PAYMENTS" scm_token=- scm_api_url="$SIM_GITHUB_URL" \
     broker_client_url=http://127.0.0.1:8000
 
@@ -109,13 +111,13 @@ ENV
 
   echo
   echo "==> vault read snyk/broker/payments/github"
-  "$bin/vault" read snyk/broker/payments/github
+  "$vault" read snyk/broker/payments/github
 
   cat <<MSG
 
 The engine is running in a real Vault against the simulator.
   . $dev/env.sh                     # VAULT_ADDR and VAULT_TOKEN for this Vault
-  $bin/vault read snyk/integrations/payments/github
+  $vault read snyk/integrations/payments/github
   $bin/vault write -f snyk/broker/payments/github/rotate
   $bin/vault write snyk/integrations/payments/gitlab org_id=$SIM_ORGS_PAYMENTS scm_token=$SIM_GITLAB_TOKEN scm_url=$SIM_GITLAB_URL
 Logs: $dev/vault.log, $dev/sim.log. Simulator admin API: $SIM_ADMIN_URL/state
