@@ -29,6 +29,9 @@ const (
 // snykConfig is the stored form of `config`. It holds the Snyk credential and
 // is therefore seal-wrapped.
 type snykConfig struct {
+	// StorageFormat is the layout version the entry was written in.
+	StorageFormat int `json:"storage_format,omitempty"`
+
 	APIToken     string `json:"api_token,omitempty"`
 	ClientID     string `json:"client_id,omitempty"`
 	ClientSecret string `json:"client_secret,omitempty"`
@@ -175,10 +178,14 @@ func getConfig(ctx context.Context, s logical.Storage) (*snykConfig, error) {
 	if err := entry.DecodeJSON(cfg); err != nil {
 		return nil, fmt.Errorf("decoding config: %w", err)
 	}
+	if err := checkStorageFormat("the config", cfg.StorageFormat); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
 
 func putConfig(ctx context.Context, s logical.Storage, cfg *snykConfig) error {
+	cfg.StorageFormat = storageFormat
 	entry, err := logical.StorageEntryJSON(configStoragePath, cfg)
 	if err != nil {
 		return err

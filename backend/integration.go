@@ -42,6 +42,8 @@ const (
 // integrationEntry is the stored form of integrations/<name>/<scm>. It holds
 // the Broker and SCM credentials and is therefore seal-wrapped.
 type integrationEntry struct {
+	// StorageFormat is the layout version the entry was written in.
+	StorageFormat int    `json:"storage_format,omitempty"`
 	Name          string `json:"name"`
 	SCM           string `json:"scm"`
 	OrgID         string `json:"org_id"`
@@ -141,10 +143,14 @@ func getIntegration(ctx context.Context, s logical.Storage, name, scmKind string
 	if err := entry.DecodeJSON(&e); err != nil {
 		return nil, fmt.Errorf("%w: integration %s/%s: %v", errCorruptEntry, name, scmKind, err)
 	}
+	if err := checkStorageFormat("integration "+name+"/"+scmKind, e.StorageFormat); err != nil {
+		return nil, err
+	}
 	return &e, nil
 }
 
 func putIntegration(ctx context.Context, s logical.Storage, e *integrationEntry) error {
+	e.StorageFormat = storageFormat
 	entry, err := logical.StorageEntryJSON(integrationStorageKey(e.Name, e.SCM), e)
 	if err != nil {
 		return err

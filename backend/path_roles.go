@@ -23,6 +23,9 @@ const (
 
 // roleEntry is the stored form of roles/<name>.
 type roleEntry struct {
+	// StorageFormat is the layout version the entry was written in.
+	StorageFormat int `json:"storage_format,omitempty"`
+
 	Name    string        `json:"name"`
 	OrgID   string        `json:"org_id,omitempty"`
 	GroupID string        `json:"group_id,omitempty"`
@@ -59,6 +62,9 @@ func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, e
 	var r roleEntry
 	if err := entry.DecodeJSON(&r); err != nil {
 		return nil, fmt.Errorf("%w: role %s: %v", errCorruptEntry, name, err)
+	}
+	if err := checkStorageFormat("role "+name, r.StorageFormat); err != nil {
+		return nil, err
 	}
 	return &r, nil
 }
@@ -177,6 +183,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if len(problems) > 0 {
 		return logical.ErrorResponse(strings.Join(problems, "; ")), nil
 	}
+	r.StorageFormat = storageFormat
 	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, r)
 	if err != nil {
 		return nil, err
