@@ -98,7 +98,7 @@ func applyConfigFields(cfg *snykConfig, d *framework.FieldData) []string {
 		if *f.dst != "" {
 			// Broker clients send their token to the broker server; a
 			// plain-http one is allowed only on loopback, for local testing.
-			if p := checkHTTPSURL(f.name, *f.dst); p != "" && !(f.name == "broker_server_url" && isLoopbackHTTP(*f.dst)) {
+			if p := checkHTTPSURL(f.name, *f.dst); p != "" && (f.name != "broker_server_url" || !isLoopbackHTTP(*f.dst)) {
 				problems = append(problems, p)
 			}
 		}

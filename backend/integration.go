@@ -141,7 +141,7 @@ func getIntegration(ctx context.Context, s logical.Storage, name, scmKind string
 	}
 	var e integrationEntry
 	if err := entry.DecodeJSON(&e); err != nil {
-		return nil, fmt.Errorf("%w: integration %s/%s: %v", errCorruptEntry, name, scmKind, err)
+		return nil, fmt.Errorf("%w: integration %s/%s: %w", errCorruptEntry, name, scmKind, err)
 	}
 	if err := checkStorageFormat("integration "+name+"/"+scmKind, e.StorageFormat); err != nil {
 		return nil, err

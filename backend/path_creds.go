@@ -25,7 +25,7 @@ import (
 // or expires.
 
 const (
-	secretTypeSnykToken     = "snyk_api_token"
+	secretTypeSnykToken     = "snyk_api_token" //nolint:gosec // a secret type name, not a credential
 	walKindServiceAccount   = "service-account"
 	serviceAccountNameLimit = 64
 )
@@ -170,7 +170,7 @@ func (b *backend) deleteLeasedServiceAccount(ctx context.Context, s logical.Stor
 	owner, _ := internal["owner_id"].(string)
 	client, err := b.snykClient(ctx, s)
 	if err != nil || client == nil {
-		return fmt.Errorf("revoking Snyk service account %s: the engine has no usable Snyk credential: %v", id, err)
+		return fmt.Errorf("revoking Snyk service account %s: the engine has no usable Snyk credential: %w", id, err)
 	}
 	if err := client.DeleteServiceAccount(ctx, scope, owner, id); err != nil && !serviceAccountGone(ctx, client, scope, owner, id, err) {
 		return fmt.Errorf("deleting Snyk service account %s: %w", id, err)
@@ -230,7 +230,7 @@ func (b *backend) serviceAccountRollback(ctx context.Context, s logical.Storage,
 	}
 	client, err := b.snykClient(ctx, s)
 	if err != nil || client == nil {
-		return fmt.Errorf("cannot look for an orphaned service account without a Snyk credential: %v", err)
+		return fmt.Errorf("cannot look for an orphaned service account without a Snyk credential: %w", err)
 	}
 	accounts, err := client.ListServiceAccounts(ctx, w.Scope, w.OwnerID)
 	if err != nil {
@@ -248,6 +248,7 @@ func (b *backend) serviceAccountRollback(ctx context.Context, s logical.Storage,
 	return nil
 }
 
+//nolint:gosec // help text, not a credential
 const pathCredsHelpDesc = `
 Reading snyk/creds/<role> creates a Snyk service account (auth_type api_key)
 with the role's Snyk role in its org or group, and returns under a lease:

@@ -61,7 +61,7 @@ func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, e
 	}
 	var r roleEntry
 	if err := entry.DecodeJSON(&r); err != nil {
-		return nil, fmt.Errorf("%w: role %s: %v", errCorruptEntry, name, err)
+		return nil, fmt.Errorf("%w: role %s: %w", errCorruptEntry, name, err)
 	}
 	if err := checkStorageFormat("role "+name, r.StorageFormat); err != nil {
 		return nil, err

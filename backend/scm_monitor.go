@@ -21,6 +21,8 @@ import (
 // failing check never stops serving: the old credential may still work.
 
 // SCM statuses.
+//
+//nolint:gosec // status and event names that contain "token", not credentials
 const (
 	scmStatusOK       = "ok"
 	scmStatusExpiring = "expiring"
@@ -56,6 +58,13 @@ func (e *integrationEntry) nextSCMCheck(cfg *snykConfig, now time.Time) time.Tim
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(e.Name + "/" + e.SCM))
 	sum := h.Sum64()
+	// offset is a stable point within span, from the integration's name.
+	offset := func(span time.Duration) time.Duration {
+		if span <= 0 {
+			return 0
+		}
+		return time.Duration(sum % uint64(span)) //nolint:gosec // below span, which is a positive int64
+	}
 	if e.SCMCheckedAt.IsZero() {
 		// A stable slot of the coming period: the slot's phase comes from
 		// the integration, its first occurrence from its creation.
@@ -63,13 +72,13 @@ func (e *integrationEntry) nextSCMCheck(cfg *snykConfig, now time.Time) time.Tim
 		if base.IsZero() || now.Sub(base) > 100*365*24*time.Hour {
 			base = now
 		}
-		slot := base.Add(time.Duration(sum % uint64(period)))
+		slot := base.Add(offset(period))
 		if slot.Before(now) {
 			slot = slot.Add(now.Sub(slot).Truncate(period) + period)
 		}
 		return slot
 	}
-	return e.SCMCheckedAt.Add(period + time.Duration(sum%uint64(period/10+1)))
+	return e.SCMCheckedAt.Add(period + offset(period/10+1))
 }
 
 // recordSCMResult sets the integration's SCM status from a check's result.

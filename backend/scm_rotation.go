@@ -21,6 +21,7 @@ import (
 // was lost is never retried (the stored token may be dead, and a retry with
 // it would revoke the family): the operator is told to write a new token.
 
+//nolint:gosec // names that contain "token", not credentials
 const (
 	walKindSCMRotate         = "scm-rotate"
 	scmRotatePrefix          = "scm-rotate|"

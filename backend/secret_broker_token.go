@@ -10,7 +10,7 @@ import (
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm"
 )
 
-const secretTypeBrokerToken = "snyk_broker_token"
+const secretTypeBrokerToken = "snyk_broker_token" //nolint:gosec // a secret type name, not a credential
 
 // minLeaseTTL keeps leases near a switch from being so short that Vault
 // Agent's re-read lands in the same second as the previous one: Agent's

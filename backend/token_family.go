@@ -220,7 +220,7 @@ func (b *backend) cloneRollback(ctx context.Context, s logical.Storage, data int
 	}
 	client, err := b.snykClient(ctx, s)
 	if err != nil || client == nil {
-		return fmt.Errorf("cannot look for a lost clone without a Snyk credential: %v", err)
+		return fmt.Errorf("cannot look for a lost clone without a Snyk credential: %w", err)
 	}
 	all, err := client.ListIntegrations(ctx, w.DestOrg)
 	if err != nil {

@@ -83,10 +83,10 @@ func TestCreateEnablesBrokerOn409NotBrokered(t *testing.T) {
 // exactly what Snyk said.
 func answerShown(t testing.TB, p snyktest.Profile, msg string) {
 	t.Helper()
-	if p.Behaviour.NotBrokeredStatus == 0 {
+	if p.NotBrokeredStatus == 0 {
 		return
 	}
-	status := p.Behaviour.NotBrokeredStatus
+	status := p.NotBrokeredStatus
 	if !strings.Contains(msg, fmt.Sprintf("HTTP %d", status)) && !strings.Contains(msg, fmt.Sprintf(": %d: ", status)) {
 		t.Errorf("error does not show Snyk's answer (HTTP %d): %s", status, msg)
 	}
@@ -226,13 +226,13 @@ func answersCreateBrokeredEnable(t *testing.T, env *testEnv, p snyktest.Profile)
 	id, old := env.snyk.AddIntegration(testOrgID, "github", true)
 	mark := len(env.snyk.Minted())
 	data := withData(env, map[string]interface{}{"broker_token_source": tokenSourceEnable})
-	switch p.Behaviour.EnableOnBrokered {
+	switch p.EnableOnBrokered {
 	case snyktest.EnableSameToken, snyktest.EnableNewToken:
 		resp := env.mustOK(logical.CreateOperation, answersPath, data)
 		if resp.Data["token_source"] != sourceEnabled || env.broker()["broker_token"] != env.snyk.CurrentToken(id) {
 			t.Fatalf("Vault does not serve the token Snyk returned: %v", resp.Data)
 		}
-		if p.Behaviour.EnableOnBrokered == snyktest.EnableSameToken && env.snyk.CurrentToken(id) != old {
+		if p.EnableOnBrokered == snyktest.EnableSameToken && env.snyk.CurrentToken(id) != old {
 			t.Fatal("the token changed")
 		}
 	default:

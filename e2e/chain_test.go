@@ -150,7 +150,7 @@ func (h brokerHarness) startSupervisedClient(t *testing.T, s *stack, dir, role, 
 	return func() error {
 		err := waitFor(30*time.Second, 200*time.Millisecond, func() (bool, error) {
 			if p.exited() {
-				return false, fmt.Errorf("vault agent exited: %v", p.waitErr)
+				return false, fmt.Errorf("vault agent exited: %w", p.waitErr)
 			}
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthcheck", clientPort))
 			if err != nil {
@@ -160,7 +160,7 @@ func (h brokerHarness) startSupervisedClient(t *testing.T, s *stack, dir, role, 
 			return resp.StatusCode == http.StatusOK, nil
 		})
 		if err != nil {
-			return fmt.Errorf("Broker client (%s) under Vault Agent not healthy: %v\n%s", role, err, tailFile(logPath, 40))
+			return fmt.Errorf("Broker client (%s) under Vault Agent not healthy: %w\n%s", role, err, tailFile(logPath, 40))
 		}
 		return nil
 	}

@@ -37,7 +37,7 @@ func killPluginDuring(t *testing.T, s *stack, route string, call func() error, r
 	if err := waitFor(30*time.Second, 500*time.Millisecond, func() (bool, error) {
 		_, err := s.vault.client.Logical().Read(restartPath)
 		after := pluginPIDs(t, s)
-		return err == nil && len(after) > 0 && (len(pids) == 0 || after[0] != pids[0]), fmt.Errorf("plugin pids %v, read error %v", after, err)
+		return err == nil && len(after) > 0 && (len(pids) == 0 || after[0] != pids[0]), fmt.Errorf("plugin pids %v, read error %w", after, err)
 	}); err != nil {
 		t.Fatalf("Vault did not restart the plugin: %v", err)
 	}

@@ -271,7 +271,7 @@ func bootstrapWaitFile(t *testing.T, p *proc, path string) string {
 	var content string
 	err := waitFor(30*time.Second, 100*time.Millisecond, func() (bool, error) {
 		if p.exited() {
-			return false, fmt.Errorf("vault agent exited: %v", p.waitErr)
+			return false, fmt.Errorf("vault agent exited: %w", p.waitErr)
 		}
 		raw, err := os.ReadFile(path)
 		if err != nil {

@@ -74,7 +74,7 @@ func startSim(dir string) (*simulator, error) {
 	jsonPath := filepath.Join(simDir, "sim.json")
 	err = waitFor(30*time.Second, 50*time.Millisecond, func() (bool, error) {
 		if p.exited() {
-			return false, fmt.Errorf("snyk-sim exited: %v", p.waitErr)
+			return false, fmt.Errorf("snyk-sim exited: %w", p.waitErr)
 		}
 		raw, err := os.ReadFile(jsonPath)
 		if err != nil {

@@ -104,7 +104,7 @@ func (v *vaultServer) start() error {
 	v.proc = p
 	err = waitFor(60*time.Second, 100*time.Millisecond, func() (bool, error) {
 		if p.exited() {
-			return false, fmt.Errorf("vault server exited: %v", p.waitErr)
+			return false, fmt.Errorf("vault server exited: %w", p.waitErr)
 		}
 		_, err := v.client.Sys().SealStatus()
 		return err == nil, err
@@ -149,7 +149,7 @@ func (v *vaultServer) initialize() error {
 		RootToken     string   `json:"root_token"`
 	}
 	if err := json.Unmarshal(out, &resp); err != nil || len(resp.UnsealKeysB64) != 1 || resp.RootToken == "" {
-		return fmt.Errorf("vault operator init: unexpected output (%v): %s", err, out)
+		return fmt.Errorf("vault operator init: unexpected output (%w): %s", err, out)
 	}
 	v.unsealKey = resp.UnsealKeysB64[0]
 	v.rootToken = resp.RootToken

@@ -203,7 +203,7 @@ func (p RetryPolicy) Do(ctx context.Context, client *http.Client, idempotent boo
 		}
 		if !idempotent && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
+			_ = resp.Body.Close() // the answer is already decided; a close error changes nothing
 			return nil, fmt.Errorf("%w: %s %s answered %d", ErrOutcomeUnknown, req.Method, req.URL.Path, resp.StatusCode)
 		}
 		wait, ok := RetryAfter(resp.Header, p.Now())
@@ -223,7 +223,7 @@ func (p RetryPolicy) Do(ctx context.Context, client *http.Client, idempotent boo
 		}
 		// Drain so the connection can be reused.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
+		_ = resp.Body.Close() // the request is retried; a close error changes nothing
 		p.Logger.Debug("retrying", "method", req.Method, "path", req.URL.Path, "status", resp.StatusCode, "wait", wait)
 		if err := p.Sleep(ctx, wait); err != nil {
 			return nil, err
@@ -298,6 +298,6 @@ func scrubError(err error) string {
 
 // ReadBody reads at most limit bytes of a response body and closes it.
 func ReadBody(resp *http.Response, limit int64) ([]byte, error) {
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // what was read is the answer
 	return io.ReadAll(io.LimitReader(resp.Body, limit))
 }

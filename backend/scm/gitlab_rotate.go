@@ -51,7 +51,7 @@ func (v *Validator) RotateGitLabToken(ctx context.Context, apiURL, token string,
 		req.Header.Set("PRIVATE-TOKEN", token)
 		return req, nil
 	}
-	resp, err := v.policy(v.logger()).Do(ctx, client, false, newReq)
+	resp, err := v.policy(v.logger()).Do(ctx, client, false, newReq) //nolint:bodyclose // closed by httpx.ReadBody below
 	if err != nil {
 		return RotatedToken{}, fmt.Errorf("gitlab: POST /personal_access_tokens/self/rotate: %w", err)
 	}

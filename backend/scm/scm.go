@@ -194,7 +194,7 @@ func (v *Validator) Validate(ctx context.Context, t Target, c Credential) (Resul
 	}
 	client, err := s.v.client()
 	if err != nil {
-		return Result{}, fmt.Errorf("%w: %v", ErrUpstream, err)
+		return Result{}, fmt.Errorf("%w: %w", ErrUpstream, err)
 	}
 	s.client = client
 	switch t.Kind {
@@ -449,7 +449,7 @@ func (s *session) get(ctx context.Context, rawURL string, auth func(http.Header)
 		auth(req.Header)
 		return req, nil
 	}
-	resp, err := s.v.policy(s.log).Do(ctx, s.client, true, newReq)
+	resp, err := s.v.policy(s.log).Do(ctx, s.client, true, newReq) //nolint:bodyclose // closed by httpx.ReadBody
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err

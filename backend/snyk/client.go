@@ -246,7 +246,7 @@ func (c *Client) roundTrip(ctx context.Context, rq request, authz string) (int, 
 	if len(rq.query) > 0 {
 		target += "?" + rq.query.Encode()
 	}
-	resp, err := c.retry.Do(ctx, c.http, rq.idempotent, func(ctx context.Context) (*http.Request, error) {
+	resp, err := c.retry.Do(ctx, c.http, rq.idempotent, func(ctx context.Context) (*http.Request, error) { //nolint:bodyclose // closed by httpx.ReadBody
 		var body io.Reader
 		if rq.body != nil {
 			body = bytes.NewReader(rq.body)

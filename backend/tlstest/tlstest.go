@@ -126,7 +126,7 @@ func (ca *CA) StartServer(h http.Handler) (*httptest.Server, error) {
 // WriteCertFile writes the CA certificate to path (for tools such as Node's
 // NODE_EXTRA_CA_CERTS or `vault write snyk/config ca_cert=@file`).
 func (ca *CA) WriteCertFile(path string) error {
-	return os.WriteFile(path, ca.CertPEM, 0o644)
+	return os.WriteFile(path, ca.CertPEM, 0o644) //nolint:gosec // a CA certificate is public; other processes (Vault, the Broker) read it
 }
 
 func serial() *big.Int {

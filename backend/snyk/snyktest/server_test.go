@@ -598,7 +598,7 @@ func TestV1RequestRules(t *testing.T) {
 // undocumented refusal with its status and words.
 func TestProfilesAnswerAsNamed(t *testing.T) {
 	for _, p := range snyktest.Profiles() {
-		if p.Behaviour.EnableOnBrokered != snyktest.EnableError {
+		if p.EnableOnBrokered != snyktest.EnableError {
 			continue
 		}
 		t.Run(p.Name, func(t *testing.T) {
@@ -607,7 +607,7 @@ func TestProfilesAnswerAsNamed(t *testing.T) {
 			plain, _ := h.fake.AddIntegration(orgA1, "gitlab", false)
 			a1, _ := h.fake.AddIntegration(orgA1, "github", true)
 			a2, _ := h.fake.AddIntegration(orgA2, "github", true)
-			status := p.Behaviour.NotBrokeredStatus
+			status := p.NotBrokeredStatus
 			words := func(format, id string) string {
 				if strings.Contains(format, "%s") {
 					return fmt.Sprintf(format, id)
@@ -615,11 +615,11 @@ func TestProfilesAnswerAsNamed(t *testing.T) {
 				return format
 			}
 			base := func(org, id string) string { return "/org/" + org + "/integrations/" + id }
-			h.expect(h.v1("POST", base(orgA1, plain)+"/authentication/provision-token", ""), status, words(p.Behaviour.NotBrokeredMessage, plain))
-			h.expect(h.v1("POST", base(orgA1, a1)+"/authentication/switch-token", ""), status, words(p.Behaviour.SwitchWithoutProvisionalMessage, a1))
-			h.expect(h.v1("PUT", base(orgA1, a1), `{"type":"github","broker":{"enabled":true}}`), status, words(p.Behaviour.EnableOnBrokeredMessage, a1))
+			h.expect(h.v1("POST", base(orgA1, plain)+"/authentication/provision-token", ""), status, words(p.NotBrokeredMessage, plain))
+			h.expect(h.v1("POST", base(orgA1, a1)+"/authentication/switch-token", ""), status, words(p.SwitchWithoutProvisionalMessage, a1))
+			h.expect(h.v1("PUT", base(orgA1, a1), `{"type":"github","broker":{"enabled":true}}`), status, words(p.EnableOnBrokeredMessage, a1))
 			h.expect(h.v1("POST", base(orgA1, a1)+"/authentication/provision-token", ""), 200, "provisionalBrokerToken")
-			h.expect(h.v1("POST", base(orgA2, a2)+"/authentication/provision-token", ""), status, words(p.Behaviour.ProvisionConflictMessage, a2))
+			h.expect(h.v1("POST", base(orgA2, a2)+"/authentication/provision-token", ""), status, words(p.ProvisionConflictMessage, a2))
 		})
 	}
 	if _, ok := snyktest.ProfileNamed("status-409-wording-1"); !ok {
