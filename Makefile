@@ -54,7 +54,7 @@ endif
 	@mkdir -p $(BIN)
 	@echo "building Vault $(VAULT_MODULE_VERSION) from the Go module proxy into $(VAULT): 6-8 minutes the first time,"
 	@echo "reused afterwards. Set VAULT=/path/to/vault to use your own. Progress: $(VAULT_BUILD_LOG)"
-	@cd scripts/vault && GOFLAGS=-mod=mod $(GO) build -ldflags "-s -w" -o $(VAULT) . > $(VAULT_BUILD_LOG) 2>&1 || \
+	@cd scripts/vault && GOFLAGS="-mod=mod -buildvcs=false" $(GO) build -ldflags "-s -w" -o $(VAULT) . > $(VAULT_BUILD_LOG) 2>&1 || \
 		{ echo "ERROR: building Vault failed; the last lines of $(VAULT_BUILD_LOG):"; tail -20 $(VAULT_BUILD_LOG); exit 1; }
 	@echo "built $$($(VAULT) version)"
 

@@ -185,8 +185,10 @@ func getConfig(ctx context.Context, s logical.Storage) (*snykConfig, error) {
 }
 
 func putConfig(ctx context.Context, s logical.Storage, cfg *snykConfig) error {
-	cfg.StorageFormat = storageFormat
-	entry, err := logical.StorageEntryJSON(configStoragePath, cfg)
+	// A copy is stamped: cfg may be the cached config that readers share.
+	stamped := *cfg
+	stamped.StorageFormat = storageFormat
+	entry, err := logical.StorageEntryJSON(configStoragePath, &stamped)
 	if err != nil {
 		return err
 	}

@@ -150,8 +150,10 @@ func getIntegration(ctx context.Context, s logical.Storage, name, scmKind string
 }
 
 func putIntegration(ctx context.Context, s logical.Storage, e *integrationEntry) error {
-	e.StorageFormat = storageFormat
-	entry, err := logical.StorageEntryJSON(integrationStorageKey(e.Name, e.SCM), e)
+	// A copy is stamped: e may be an in-memory entry that readers share.
+	stamped := *e
+	stamped.StorageFormat = storageFormat
+	entry, err := logical.StorageEntryJSON(integrationStorageKey(e.Name, e.SCM), &stamped)
 	if err != nil {
 		return err
 	}
@@ -277,6 +279,31 @@ func listIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEnt
 			return nil, err
 		}
 		if e != nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// listReadableIntegrations loads every stored integration this version can
+// read, skipping entries that are corrupt or of a newer storage format: a
+// mount-wide check made while creating one integration must not fail because
+// of another, unreadable one (which cannot rotate anything either).
+func listReadableIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEntry, error) {
+	keys, err := listIntegrationKeys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*integrationEntry, 0, len(keys))
+	for _, key := range keys {
+		name, kind := splitQueueKey(key)
+		e, err := getIntegration(ctx, s, name, kind)
+		switch {
+		case errors.Is(err, errCorruptEntry):
+			continue
+		case err != nil:
+			return nil, err
+		case e != nil:
 			out = append(out, e)
 		}
 	}

@@ -215,7 +215,7 @@ func withWarnings(resp *logical.Response, warnings []string) *logical.Response {
 // entryManaging names the stored integration, other than e, that manages the
 // same Snyk integration ("" if none).
 func entryManaging(ctx context.Context, s logical.Storage, e *integrationEntry) (string, error) {
-	entries, err := listIntegrations(ctx, s)
+	entries, err := listReadableIntegrations(ctx, s)
 	if err != nil {
 		return "", err
 	}

@@ -106,4 +106,7 @@ func TestStorageFormatNewerRefused(t *testing.T) {
 	if got := len(env.snyk.Minted()); got != minted {
 		t.Fatalf("%d tokens minted for an entry this version cannot read", got-minted)
 	}
+	// The unreadable entry does not block the rest of the mount.
+	env.snyk.AddIntegration(testOtherOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/platform/github", mergeData(env.integrationData("github"), map[string]interface{}{"org_id": testOtherOrgID}))
 }

@@ -78,7 +78,7 @@ func sharersOf(ctx context.Context, s logical.Storage, key string) ([]string, er
 // familyOwnerOfToken finds the integration that owns token (compared by
 // fingerprint, so that no comparison of secrets is ever logged), "" if none.
 func familyOwnerOfToken(ctx context.Context, s logical.Storage, token string) (string, error) {
-	entries, err := listIntegrations(ctx, s)
+	entries, err := listReadableIntegrations(ctx, s)
 	if err != nil {
 		return "", err
 	}

@@ -118,8 +118,8 @@ ENV
 The engine is running in a real Vault against the simulator.
   . $dev/env.sh                     # VAULT_ADDR and VAULT_TOKEN for this Vault
   $vault read snyk/integrations/payments/github
-  $bin/vault write -f snyk/broker/payments/github/rotate
-  $bin/vault write snyk/integrations/payments/gitlab org_id=$SIM_ORGS_PAYMENTS scm_token=$SIM_GITLAB_TOKEN scm_url=$SIM_GITLAB_URL
+  $vault write -f snyk/broker/payments/github/rotate
+  $vault write snyk/integrations/payments/gitlab org_id=$SIM_ORGS_PAYMENTS scm_token=$SIM_GITLAB_TOKEN scm_url=$SIM_GITLAB_URL
 Logs: $dev/vault.log, $dev/sim.log. Simulator admin API: $SIM_ADMIN_URL/state
 Stop everything with: make dev-stop
 MSG

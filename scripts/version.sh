@@ -4,7 +4,8 @@
 #   on a release tag          v1.2.3
 #   after a tag               v1.2.3-4-gabc1234      (git describe)
 #   no tag yet                v0.0.0-gabc1234
-#   uncommitted changes       …-dirty
+#   uncommitted changes       …-dirty   (untracked files that are not ignored
+#                                        count: the build would include them)
 #   not a git checkout        v0.0.0-dev
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,12 +13,10 @@ if ! git rev-parse --git-dir >/dev/null 2>&1; then
   echo v0.0.0-dev
   exit 0
 fi
-if v=$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null); then
-  echo "$v"
-  exit 0
+if ! v=$(git describe --tags --match 'v[0-9]*' 2>/dev/null); then
+  v="v0.0.0-g$(git rev-parse --short=7 HEAD)"
 fi
-v="v0.0.0-g$(git rev-parse --short=7 HEAD)"
-if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
   v="$v-dirty"
 fi
 echo "$v"
