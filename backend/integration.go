@@ -265,24 +265,10 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// listIntegrations loads every stored integration.
+// listIntegrations loads every stored integration; an unreadable one fails
+// the whole list.
 func listIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEntry, error) {
-	keys, err := listIntegrationKeys(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*integrationEntry, 0, len(keys))
-	for _, key := range keys {
-		name, kind := splitQueueKey(key)
-		e, err := getIntegration(ctx, s, name, kind)
-		if err != nil {
-			return nil, err
-		}
-		if e != nil {
-			out = append(out, e)
-		}
-	}
-	return out, nil
+	return loadIntegrations(ctx, s, false)
 }
 
 // listReadableIntegrations loads every stored integration this version can
@@ -290,6 +276,10 @@ func listIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEnt
 // mount-wide check made while creating one integration must not fail because
 // of another, unreadable one (which cannot rotate anything either).
 func listReadableIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEntry, error) {
+	return loadIntegrations(ctx, s, true)
+}
+
+func loadIntegrations(ctx context.Context, s logical.Storage, skipUnreadable bool) ([]*integrationEntry, error) {
 	keys, err := listIntegrationKeys(ctx, s)
 	if err != nil {
 		return nil, err
@@ -299,7 +289,7 @@ func listReadableIntegrations(ctx context.Context, s logical.Storage) ([]*integr
 		name, kind := splitQueueKey(key)
 		e, err := getIntegration(ctx, s, name, kind)
 		switch {
-		case errors.Is(err, errCorruptEntry):
+		case skipUnreadable && errors.Is(err, errCorruptEntry):
 			continue
 		case err != nil:
 			return nil, err
