@@ -155,6 +155,32 @@ func (m *rotationManager) scheduleSCMCheck(e *integrationEntry, cfg *snykConfig)
 	m.pushAt(scmCheckKey(queueKey(e.Name, e.SCM)), e.nextSCMCheck(cfg, m.b.now()))
 }
 
+// loadForSCMTask loads an integration and the config for an SCM task (a
+// check or a rotation) the caller holds the integration's lock for. When
+// either cannot be had, the task is requeued under taskKey (or dropped, if
+// the integration is gone) and ok is false.
+func (m *rotationManager) loadForSCMTask(ctx context.Context, s logical.Storage, key, taskKey string, now time.Time) (e *integrationEntry, cfg *snykConfig, ok bool) {
+	name, kind := splitQueueKey(key)
+	if err := m.flushUnsaved(ctx, s, key); err != nil {
+		m.pushAt(taskKey, now.Add(firstFailureBackoff))
+		return nil, nil, false
+	}
+	e, err := getIntegration(ctx, s, name, kind)
+	if err != nil {
+		m.pushAt(taskKey, now.Add(firstFailureBackoff))
+		return nil, nil, false
+	}
+	if e == nil {
+		return nil, nil, false
+	}
+	cfg, err = m.b.config(ctx, s)
+	if err != nil || cfg == nil {
+		m.pushAt(taskKey, now.Add(configMissingRetry))
+		return nil, nil, false
+	}
+	return e, cfg, true
+}
+
 // processSCMCheck checks one integration's SCM credential when it is due.
 func (m *rotationManager) processSCMCheck(ctx context.Context, s logical.Storage, key string) {
 	b := m.b
@@ -162,21 +188,8 @@ func (m *rotationManager) processSCMCheck(ctx context.Context, s logical.Storage
 	unlock := b.lockIntegration(name, kind)
 	defer unlock()
 	now := b.now().UTC()
-	if err := m.flushUnsaved(ctx, s, key); err != nil {
-		m.pushAt(scmCheckKey(key), now.Add(firstFailureBackoff))
-		return
-	}
-	e, err := getIntegration(ctx, s, name, kind)
-	if err != nil {
-		m.pushAt(scmCheckKey(key), now.Add(firstFailureBackoff))
-		return
-	}
-	if e == nil {
-		return
-	}
-	cfg, err := b.config(ctx, s)
-	if err != nil || cfg == nil {
-		m.pushAt(scmCheckKey(key), now.Add(configMissingRetry))
+	e, cfg, ok := m.loadForSCMTask(ctx, s, key, scmCheckKey(key), now)
+	if !ok {
 		return
 	}
 	// A never-checked credential's slot moves on with the clock, so the

@@ -62,21 +62,8 @@ func (m *rotationManager) processSCMRotate(ctx context.Context, s logical.Storag
 	unlock := b.lockIntegration(name, kind)
 	defer unlock()
 	now := b.now().UTC()
-	if err := m.flushUnsaved(ctx, s, key); err != nil {
-		m.pushAt(scmRotateKey(key), now.Add(firstFailureBackoff))
-		return
-	}
-	e, err := getIntegration(ctx, s, name, kind)
-	if err != nil {
-		m.pushAt(scmRotateKey(key), now.Add(firstFailureBackoff))
-		return
-	}
-	if e == nil {
-		return
-	}
-	cfg, err := b.config(ctx, s)
-	if err != nil || cfg == nil {
-		m.pushAt(scmRotateKey(key), now.Add(configMissingRetry))
+	e, cfg, ok := m.loadForSCMTask(ctx, s, key, scmRotateKey(key), now)
+	if !ok {
 		return
 	}
 	at, ok := e.nextSCMRotation()
