@@ -22,7 +22,7 @@ SIM       := $(BIN)/snyk-sim
 VAULT     ?= $(BIN)/vault
 LDFLAGS   := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILDDATE)
 
-.PHONY: all build sim vault broker dev dev-stop test unit fuzz-short fuzz e2e fmt fmt-check vet lint bench release release-check clean
+.PHONY: all build sim vault broker dev dev-stop test unit fuzz-short fuzz e2e manifests fmt fmt-check vet lint bench release release-check clean
 
 all: build
 
@@ -75,7 +75,7 @@ dev: build sim vault
 dev-stop:
 	./scripts/dev.sh stop
 
-test: fmt-check vet lint unit fuzz-short release-check e2e
+test: fmt-check vet lint unit fuzz-short release-check manifests e2e
 
 unit:
 	$(GO) test -race -count=1 ./backend/... ./cmd/...
@@ -98,6 +98,24 @@ e2e: build sim vault broker
 	VAULT_BINARY=$(VAULT) PLUGIN_BINARY=$(PLUGIN) SIM_BINARY=$(SIM) PLUGIN_VERSION=$(VERSION) E2E_FIGURES=$(FIGURES) \
 		$(GO) test -count=1 -timeout 30m ./e2e/...
 	@if [ -f $(FIGURES) ]; then echo "--- measured figures"; cat $(FIGURES); fi
+
+# What an operator deploys from bootstrap/, checked without deploying it
+# (its own Go module in e2e/manifests, so BuildKit and the schema validator
+# stay out of the plugin's dependencies): the Dockerfiles linted with
+# BuildKit's build checks, the Helm recipe rendered by the real helm and
+# validated against the vendored VSO CRDs and snyk-broker values schema, the
+# Terraform parsed and checked against the engine's fields.
+HELM_VERSION := v3.22.0
+HELM := $(BIN)/helm-$(HELM_VERSION)
+
+manifests: $(HELM) broker
+	cd e2e/manifests && $(GO) vet ./... && HELM_BINARY=$(HELM) $(GO) test -count=1 ./...
+
+$(HELM):
+	@mkdir -p $(BIN)
+	@echo "installing helm $(HELM_VERSION) from the Go module proxy (about a minute, once)"
+	GOBIN=$(BIN)/.helm GOFLAGS= $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(BIN)/.helm/helm $(HELM)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
