@@ -93,9 +93,9 @@ fuzz:
 
 FIGURES := $(BIN)/e2e-figures.txt
 
-e2e: build sim vault broker
+e2e: build sim vault broker $(HELM)
 	@rm -f $(FIGURES)
-	VAULT_BINARY=$(VAULT) PLUGIN_BINARY=$(PLUGIN) SIM_BINARY=$(SIM) PLUGIN_VERSION=$(VERSION) E2E_FIGURES=$(FIGURES) \
+	HELM_BINARY=$(HELM) VAULT_BINARY=$(VAULT) PLUGIN_BINARY=$(PLUGIN) SIM_BINARY=$(SIM) PLUGIN_VERSION=$(VERSION) E2E_FIGURES=$(FIGURES) \
 		$(GO) test -count=1 -timeout 30m ./e2e/...
 	@if [ -f $(FIGURES) ]; then echo "--- measured figures"; cat $(FIGURES); fi
 
