@@ -4,8 +4,9 @@
 #                plugin registered, configure it and read a broker secret
 #                (SIM_PROFILE=<name> picks the fake Snyk's answers to undocumented
 #                refusals; bin/snyk-sim -list-profiles lists them)
-#   make test    unit tests (race detector) and end-to-end tests against a real
-#                Vault, Vault Agent and the real plugin binary
+#   make test    lint, unit tests (race detector), fuzzing, the release check,
+#                the bootstrap/ manifest checks and end-to-end tests against a
+#                real Vault, Vault Agent and the real plugin binary
 #   make bench   benchmarks that print figures (engine read vs KV v2, …)
 #   make fuzz    every fuzz target for 500,000 executions (FUZZTIME=… to change)
 
