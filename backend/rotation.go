@@ -64,8 +64,12 @@ type rotationManager struct {
 	scmLimiter  *rate.Limiter
 	pausedUntil time.Time
 	storage     logical.Storage
-	cancel      context.CancelFunc
-	done        chan struct{}
+	// cancel cancels the context of upstream calls; stopping is closed
+	// first, when the mount stops, so that no new item starts while a call
+	// in flight may finish (stop).
+	cancel   context.CancelFunc
+	stopping chan struct{}
+	done     chan struct{}
 	// wake nudges the loop to recompute its sleep after a queue change.
 	wake chan struct{}
 	// onSleep, when set (tests), sees every sleep the loop chooses.
@@ -93,9 +97,11 @@ func splitQueueKey(key string) (name, scmKind string) {
 func (m *rotationManager) start(s logical.Storage) {
 	m.stop() // a second initialization replaces the ticker, never doubles it
 	ctx, cancel := context.WithCancel(context.Background())
+	stopping := make(chan struct{})
 	m.mu.Lock()
 	m.storage = s
 	m.cancel = cancel
+	m.stopping = stopping
 	m.done = make(chan struct{})
 	done := m.done
 	m.mu.Unlock()
@@ -109,7 +115,7 @@ func (m *rotationManager) start(s logical.Storage) {
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-stopping:
 				return
 			case <-m.wake:
 				// Something was queued: it may be due before the timer.
@@ -172,14 +178,61 @@ func (m *rotationManager) untilNextDue(tick time.Duration) time.Duration {
 	return d
 }
 
+// stop ends the loop when the mount stops: a step-down, a seal, an unmount
+// or a plugin reload. No new item starts, but a step already talking to Snyk
+// may finish and store its result, for up to one request timeout and a
+// margin: cancelled halfway, a provision whose answer is lost leaves Snyk
+// holding a provisional token nobody can read or cancel, which blocks every
+// rotation in its group. Vault keeps the node active while its backends
+// clean up, so the result is stored where the next active node finds it.
+// After the grace the call is cancelled; its WAL entry settles it later.
 func (m *rotationManager) stop() {
 	m.mu.Lock()
-	cancel, done := m.cancel, m.done
+	// stopping stays set (closed): a tick still dispatching sees it.
+	cancel, stopping, done := m.cancel, m.stopping, m.done
 	m.cancel, m.done = nil, nil
 	m.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
+	if cancel == nil {
+		return
+	}
+	close(stopping)
+	grace := m.drainGrace()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		m.b.log().Warn("stopping: an upstream call is still in flight; cancelling it (its WAL entry settles its outcome later)", "waited", grace)
+	}
+	cancel()
+	<-done
+}
+
+// drainGrace is how long stop lets calls in flight finish: the configured
+// request timeout (the longest one call may take) and a margin for storing
+// its result.
+func (m *rotationManager) drainGrace() time.Duration {
+	timeout := defaultRequestTimeout
+	m.b.clientMu.RLock()
+	if cfg := m.b.cachedConfig; cfg != nil && cfg.RequestTimeout > 0 {
+		timeout = cfg.RequestTimeout
+	}
+	m.b.clientMu.RUnlock()
+	return timeout + 5*time.Second
+}
+
+// isStopping reports whether the loop is stopping (no new item may start);
+// a manager whose loop never started (unit tests drive tick) is not.
+func (m *rotationManager) isStopping() bool {
+	m.mu.Lock()
+	stopping := m.stopping
+	m.mu.Unlock()
+	if stopping == nil {
+		return false
+	}
+	select {
+	case <-stopping:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -272,11 +325,29 @@ func (m *rotationManager) tick(ctx context.Context) {
 			}
 		}()
 	}
-	for _, key := range due {
+	for i, key := range due {
+		if m.isStopping() {
+			// Not started: back in the queue for whoever runs it next (a
+			// restarted loop; on a new active node the queue is rebuilt
+			// from storage anyway).
+			m.requeueNow(due[i:])
+			break
+		}
 		work <- key
 	}
 	close(work)
 	wg.Wait()
+}
+
+// requeueNow puts popped keys back, due now.
+func (m *rotationManager) requeueNow(keys []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.b.now().UnixMilli()
+	for _, key := range keys {
+		_, _ = m.queue.PopByKey(key)
+		_ = m.queue.Push(&queue.Item{Key: key, Priority: now})
+	}
 }
 
 // process takes one due integration one step further.

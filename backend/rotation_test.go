@@ -767,23 +767,13 @@ func TestRotationLoopWakesAtNextAction(t *testing.T) {
 // action shortens a sleep already begun.
 func TestRotationLoopSleepsUntilTheNextAction(t *testing.T) {
 	env := newTestEnv(t)
-	retry := env.retry
-	b := newBackend(Options{Now: env.clock.Now, Retry: &retry, Tick: time.Hour})
 	sleeps := make(chan time.Duration, 16)
-	b.rotation.onSleep = func(d time.Duration) {
+	b := env.startLoopBackend(time.Hour, func(d time.Duration) {
 		select {
 		case sleeps <- d:
 		default:
 		}
-	}
-	conf := logical.TestBackendConfig()
-	conf.StorageView = env.view
-	if err := b.Setup(t.Context(), conf); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Initialize(t.Context(), &logical.InitializationRequest{Storage: env.view}); err != nil {
-		t.Fatal(err)
-	}
+	})
 	defer b.Cleanup(t.Context())
 	next := func() time.Duration {
 		select {
@@ -801,4 +791,69 @@ func TestRotationLoopSleepsUntilTheNextAction(t *testing.T) {
 	if d := next(); d != 250*time.Millisecond {
 		t.Fatalf("after queueing an action due in 250ms the loop sleeps %s", d)
 	}
+}
+
+// TestRotationStopLetsACallInFlightFinish: when the mount stops (Vault's
+// step-down, seal, unmount or reload call Cleanup) while a provision call is
+// in flight, the call is not cancelled: Snyk's answer arrives, the
+// provisional token is stored, and the next active node switches it.
+// Cancelled, the answer to a provision Snyk applied would be lost, leaving a
+// provisional token no one can read, which blocks the group.
+func TestRotationStopLetsACallInFlightFinish(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	b := env.startLoopBackend(10*time.Millisecond, nil)
+	// Snyk applies the provision at once and answers 400ms later: a client
+	// that stops waiting loses the token for good.
+	env.snyk.Faults().Inject(snyktest.RouteProvisionToken, fault.Fault{Delay: 400 * time.Millisecond, AfterHandler: true, Times: 1})
+	env.clock.Advance(50 * time.Minute)
+	deadline := time.Now().Add(10 * time.Second)
+	for env.snyk.Faults().Calls(snyktest.RouteProvisionToken) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the loop sent no provision call")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopped := time.Now()
+	b.Cleanup(t.Context())
+	t.Logf("Cleanup returned after %s", time.Since(stopped).Round(10*time.Millisecond))
+
+	held := env.snyk.ProvisionalToken(integID)
+	if held == "" {
+		t.Fatal("Snyk holds no provisional token")
+	}
+	e, err := getIntegration(t.Context(), env.view, testOrgID, "github")
+	if err != nil || e == nil {
+		t.Fatalf("stored integration: %v", err)
+	}
+	if e.ProvisionalToken != held {
+		t.Errorf("stored provisional token differs from Snyk's (stored %v): the next active node could not switch it", e.ProvisionalToken != "")
+	}
+	// The next active node (here: the engine initialized again) switches it.
+	env.initialize()
+	env.advance(10*time.Minute, time.Second)
+	if cur := env.snyk.CurrentToken(integID); cur != held {
+		t.Errorf("after the switch Snyk routes by another token than the one stored at the stop")
+	}
+	if n := env.snyk.Faults().Calls(snyktest.RouteProvisionToken); n != 1 {
+		t.Errorf("provision calls = %d, want 1", n)
+	}
+}
+
+// startLoopBackend starts a second engine on env's storage whose rotation
+// loop really runs (the env's own engine is driven by tick), ticking at
+// tick; onSleep, when set, sees every sleep the loop chooses.
+func (env *testEnv) startLoopBackend(tick time.Duration, onSleep func(time.Duration)) *backend {
+	env.t.Helper()
+	retry := env.retry
+	b := newBackend(Options{Now: env.clock.Now, Retry: &retry, Tick: tick})
+	b.rotation.onSleep = onSleep
+	conf := logical.TestBackendConfig()
+	conf.StorageView = env.view
+	if err := b.Setup(env.t.Context(), conf); err != nil {
+		env.t.Fatal(err)
+	}
+	if err := b.Initialize(env.t.Context(), &logical.InitializationRequest{Storage: env.view}); err != nil {
+		env.t.Fatal(err)
+	}
+	return b
 }

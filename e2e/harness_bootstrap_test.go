@@ -223,7 +223,16 @@ func bootstrapAgentAuth(t *testing.T, s *stack, dir, token string) string {
 		t.Fatal(err)
 	}
 	auth := filepath.Join(dir, "auth.hcl")
-	hcl := fmt.Sprintf(`vault {
+	if err := os.WriteFile(auth, []byte(tokenFileAuthHCL(s.vault.addr, tokenFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return auth
+}
+
+// tokenFileAuthHCL is the Agent config naming a Vault address and logging
+// in with the token in tokenFile.
+func tokenFileAuthHCL(addr, tokenFile string) string {
+	return fmt.Sprintf(`vault {
   address = %q
 }
 auto_auth {
@@ -233,11 +242,7 @@ auto_auth {
     }
   }
 }
-`, s.vault.addr, tokenFile)
-	if err := os.WriteFile(auth, []byte(hcl), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return auth
+`, addr, tokenFile)
 }
 
 // bootstrapStartAgent runs `vault agent -config=… -config=…` in wd with

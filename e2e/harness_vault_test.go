@@ -33,6 +33,23 @@ type vaultServer struct {
 // newVaultServer writes the server config (file storage, plugin_directory
 // with a copy of the plugin binary, loopback listener without TLS).
 func newVaultServer(dir string) (*vaultServer, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	clusterPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	return newVaultServerOn(dir, port, clusterPort, func(dataDir string) string {
+		return fmt.Sprintf("storage \"file\" {\n  path = %q\n}\n", dataDir)
+	}, "")
+}
+
+// newVaultServerOn writes the config of a server listening on port (API)
+// and clusterPort, with the storage stanza storage(dataDir) returns and
+// extra lines appended (log level, …).
+func newVaultServerOn(dir string, port, clusterPort int, storage func(dataDir string) string, extra string) (*vaultServer, error) {
 	v := &vaultServer{dir: dir, configPath: filepath.Join(dir, "vault.hcl"), logPath: filepath.Join(dir, "vault.log")}
 	pluginDir := filepath.Join(dir, "plugins")
 	dataDir := filepath.Join(dir, "vault-data")
@@ -50,19 +67,8 @@ func newVaultServer(dir string) (*vaultServer, error) {
 		return nil, err
 	}
 	v.pluginSHA = sha
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	clusterPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
 	v.addr = fmt.Sprintf("http://127.0.0.1:%d", port)
-	hcl := fmt.Sprintf(`storage "file" {
-  path = %q
-}
-listener "tcp" {
+	hcl := storage(dataDir) + fmt.Sprintf(`listener "tcp" {
   address         = "127.0.0.1:%d"
   cluster_address = "127.0.0.1:%d"
   tls_disable     = true
@@ -73,7 +79,7 @@ plugin_directory = %q
 disable_mlock    = true
 ui               = false
 log_level        = "debug"
-`, dataDir, port, clusterPort, v.addr, clusterPort, pluginDir)
+`, port, clusterPort, v.addr, clusterPort, pluginDir) + extra
 	if err := os.WriteFile(v.configPath, []byte(hcl), 0o600); err != nil {
 		return nil, err
 	}

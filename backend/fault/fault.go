@@ -7,6 +7,7 @@ package fault
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"sync"
 	"time"
@@ -31,7 +32,8 @@ type Fault struct {
 	// upstream's state changes but the client sees a failure: the
 	// "crashed/timed out after the call" case. The real response is
 	// discarded. With Delay, the handler runs first and the answer comes
-	// after the delay (a timeout on a call the upstream applied).
+	// after the delay (a timeout on a call the upstream applied); with
+	// Delay and no Status, that late answer is the real one.
 	AfterHandler bool
 }
 
@@ -161,11 +163,14 @@ func (in *Injector) Wrap(route string, next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		applied := false
+		var late *httptest.ResponseRecorder
 		if f.AfterHandler && f.Delay > 0 {
 			// The upstream applies the request, then its answer is late: with
-			// a delay past the client's timeout, the client times out on a
-			// call that happened.
-			next(discardWriter{header: http.Header{}}, r)
+			// a delay past the client's timeout (or a client that stops
+			// waiting), the client loses the answer to a call that happened.
+			// With no Status, the real answer is sent after the delay.
+			late = httptest.NewRecorder()
+			next(late, r)
 			applied = true
 		}
 		if f.Delay > 0 {
@@ -181,7 +186,13 @@ func (in *Injector) Wrap(route string, next http.HandlerFunc) http.HandlerFunc {
 		if f.Status == 0 {
 			if !applied {
 				next(w, r)
+				return
 			}
+			for k, v := range late.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(late.Code)
+			_, _ = w.Write(late.Body.Bytes())
 			return
 		}
 		if f.AfterHandler && !applied {
