@@ -82,8 +82,25 @@ func (c *vaultCluster) start() error {
 // unsealStandby unseals a node that joins (or rejoins) the cluster and waits
 // until it serves as a standby.
 func (c *vaultCluster) unsealStandby(v *vaultServer) error {
+	// One unseal call, once the node has joined (retry_join makes it
+	// initialized): supplying the key again while it unseals starts a
+	// second unseal, after which the node ignores step-down requests once
+	// active (seen with Vault 1.21).
 	err := waitFor(60*time.Second, 250*time.Millisecond, func() (bool, error) {
-		st, err := v.client.Sys().Unseal(v.unsealKey)
+		st, err := v.client.Sys().SealStatus()
+		if err != nil {
+			return false, err
+		}
+		return st.Initialized, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s never joined the cluster: %w\n%s", v.addr, err, tailFile(v.logPath, 40))
+	}
+	if _, err := v.client.Sys().Unseal(v.unsealKey); err != nil {
+		return fmt.Errorf("unsealing %s: %w", v.addr, err)
+	}
+	err = waitFor(60*time.Second, 250*time.Millisecond, func() (bool, error) {
+		st, err := v.client.Sys().SealStatus()
 		if err != nil {
 			return false, err
 		}
