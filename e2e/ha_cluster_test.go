@@ -30,6 +30,7 @@ import (
 // leadership change), and a Vault Agent pointed at a standby re-renders the
 // switched token.
 func TestHACluster(t *testing.T) {
+	requireEnv(t)
 	dir, err := os.MkdirTemp("", "snyk-ha-")
 	if err != nil {
 		t.Fatal(err)

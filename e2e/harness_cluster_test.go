@@ -48,7 +48,7 @@ func newVaultCluster(dir string, n int) (*vaultCluster, error) {
 		storage := func(dataDir string) string {
 			return fmt.Sprintf("storage \"raft\" {\n  path                   = %q\n  node_id                = %q\n  performance_multiplier = 1\n%s}\n", dataDir, nodeID, joins)
 		}
-		v, err := newVaultServerOn(filepath.Join(dir, nodeID), p.api, p.cluster, storage, "")
+		v, err := newVaultServerOn(filepath.Join(dir, nodeID), p.api, p.cluster, storage, "debug")
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +40,9 @@ func newStack(dir string) (*stack, error) {
 	}
 	if err := s.vault.registerAndEnable(); err != nil {
 		return fail(fmt.Errorf("%w\n%s", err, tailFile(s.vault.logPath, 60)))
+	}
+	if err := s.vault.enableFileAudit(); err != nil {
+		return fail(err)
 	}
 	ca, err := os.ReadFile(s.sim.info.CACertFile)
 	if err != nil {
@@ -93,6 +97,12 @@ func newTestStack(t *testing.T) *stack {
 	}
 	t.Logf("stack up in %s: vault %s, simulator admin %s", time.Since(start).Round(time.Millisecond), s.vault.addr, s.sim.info.AdminURL)
 	t.Cleanup(s.stop)
+	// Runs before stop (cleanups run last-in first-out).
+	t.Cleanup(func() {
+		if leaks := s.secretLeaks(); len(leaks) > 0 {
+			t.Errorf("secrets in the logs of this test's stack:\n%s", strings.Join(leaks, "\n"))
+		}
+	})
 	s.dumpOnFailure(t)
 	return s
 }

@@ -87,6 +87,12 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: skipping:", env.skipReason)
 	}
 	code := m.Run()
+	if shared.stack != nil {
+		if leaks := shared.stack.secretLeaks(); len(leaks) > 0 {
+			fmt.Printf("FAIL: secrets in the logs of the shared stack (%s):\n%s\n", shared.dir, strings.Join(leaks, "\n"))
+			code = 1
+		}
+	}
 	stopShared()
 	os.Exit(code)
 }

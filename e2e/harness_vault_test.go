@@ -41,15 +41,19 @@ func newVaultServer(dir string) (*vaultServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newVaultServerOn(dir, port, clusterPort, func(dataDir string) string {
-		return fmt.Sprintf("storage \"file\" {\n  path = %q\n}\n", dataDir)
-	}, "")
+	// Trace: the most the server and the plugin ever log, so that the
+	// secret-hygiene scan (harness_hygiene_test.go) sees all of it.
+	return newVaultServerOn(dir, port, clusterPort, fileStorage, "trace")
+}
+
+func fileStorage(dataDir string) string {
+	return fmt.Sprintf("storage \"file\" {\n  path = %q\n}\n", dataDir)
 }
 
 // newVaultServerOn writes the config of a server listening on port (API)
-// and clusterPort, with the storage stanza storage(dataDir) returns and
-// extra lines appended (log level, …).
-func newVaultServerOn(dir string, port, clusterPort int, storage func(dataDir string) string, extra string) (*vaultServer, error) {
+// and clusterPort, with the storage stanza storage(dataDir) returns, logging
+// at logLevel (the plugin's log, forwarded by Vault, follows it).
+func newVaultServerOn(dir string, port, clusterPort int, storage func(dataDir string) string, logLevel string) (*vaultServer, error) {
 	v := &vaultServer{dir: dir, configPath: filepath.Join(dir, "vault.hcl"), logPath: filepath.Join(dir, "vault.log")}
 	pluginDir := filepath.Join(dir, "plugins")
 	dataDir := filepath.Join(dir, "vault-data")
@@ -78,8 +82,8 @@ cluster_addr     = "https://127.0.0.1:%d"
 plugin_directory = %q
 disable_mlock    = true
 ui               = false
-log_level        = "debug"
-`, port, clusterPort, v.addr, clusterPort, pluginDir) + extra
+log_level        = %q
+`, port, clusterPort, v.addr, clusterPort, pluginDir, logLevel)
 	if err := os.WriteFile(v.configPath, []byte(hcl), 0o600); err != nil {
 		return nil, err
 	}

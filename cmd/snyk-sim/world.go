@@ -234,6 +234,24 @@ func (w *world) state() []integrationState {
 	return out
 }
 
+// secrets is every credential of the world: what the fakes issued or
+// accepted, the demo credentials included, de-duplicated.
+func (w *world) secrets() []string {
+	all := w.snyk.Secrets()
+	for _, more := range [][]string{w.github.Secrets(), w.ghe.Secrets(), w.gitlab.Secrets(), w.azure.Secrets(), w.bitbucket.Secrets()} {
+		all = append(all, more...)
+	}
+	seen := map[string]bool{}
+	out := []string{}
+	for _, v := range all {
+		if v != "" && !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // adminHandler is the simulator's control surface (plain HTTP, loopback).
 //
 //	GET  /info                      sim.json
@@ -241,6 +259,7 @@ func (w *world) state() []integrationState {
 //	GET  /calls?target=snyk         per-route call counters
 //	GET  /seen?target=github        credentials the fake SCM has seen
 //	GET  /token-status?token=T      {"current":bool,"provisional":bool}: how Snyk routes T
+//	GET  /secrets                   every credential the fakes issued or accepted, revoked ones included
 //	POST /orgs                      {"org_id","group_id","name"}
 //	POST /integrations              {"org_id","type","brokered"} -> {"id","broker_token"}
 //	POST /faults                    {"target","route","status","retry_after","times","delay_ms","after_handler"}
@@ -252,6 +271,9 @@ func (w *world) state() []integrationState {
 //	GET  /service-accounts?scope=org|group&owner=ID  the IDs of an owner's service accounts
 func (w *world) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /secrets", func(rw http.ResponseWriter, _ *http.Request) {
+		writeJSON(rw, http.StatusOK, w.secrets())
+	})
 	mux.HandleFunc("GET /info", func(rw http.ResponseWriter, _ *http.Request) {
 		w.mu.Lock()
 		info := w.info

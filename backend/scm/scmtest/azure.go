@@ -60,6 +60,8 @@ type Azure struct {
 
 	mu     sync.Mutex
 	tokens map[string]*azToken
+	// retired keeps revoked PATs for Secrets.
+	retired []string
 }
 
 // NewAzure returns a fake serving the given organizations; any other
@@ -93,6 +95,7 @@ func (a *Azure) RevokeToken(pat string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.tokens, pat)
+	a.retired = append(a.retired, pat)
 }
 
 // Faults is the fault injector and call counter of every route.

@@ -86,10 +86,14 @@ type Server struct {
 	groupProvisional map[string]string      // lane -> token-group key
 	behaviour        Behaviour
 	limiter          rateLimiter
-	minted           []string       // every Broker token issued, in order
-	switches         int            // successful switch-token calls
-	provisionsBy     map[string]int // successful provision-token calls by integration ID
-	switchesBy       map[string]int // successful switch-token calls by integration ID
+	minted           []string // every Broker token issued, in order
+	// known is every credential the fake accepted or issued (API tokens,
+	// client secrets, access tokens, service-account keys), kept after
+	// revocation, so a test can search logs for all of them (Secrets).
+	known        []string
+	switches     int            // successful switch-token calls
+	provisionsBy map[string]int // successful provision-token calls by integration ID
+	switchesBy   map[string]int // successful switch-token calls by integration ID
 }
 
 type accessToken struct {
@@ -135,9 +139,11 @@ func New(opts Options) *Server {
 	}
 	for _, t := range opts.APITokens {
 		s.apiTokens[t] = true
+		s.known = append(s.known, t)
 	}
 	for id, secret := range opts.OAuthClients {
 		s.clients[id] = []string{secret}
+		s.known = append(s.known, secret)
 	}
 
 	routes := []struct {
@@ -274,6 +280,7 @@ func (s *Server) AddAPIToken(tok string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.apiTokens[tok] = true
+	s.known = append(s.known, tok)
 }
 
 // RevokeAPIToken makes tok invalid; requests with it get 401 from now on.
@@ -391,6 +398,7 @@ func (s *Server) handleOAuthToken(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := randomHex(32)
 	s.accessTokens[tok] = accessToken{clientID: id, expires: now.Add(s.ttl)}
+	s.known = append(s.known, tok)
 	s.accessIssued++
 	s.mu.Unlock()
 

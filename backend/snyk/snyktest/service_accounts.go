@@ -77,9 +77,11 @@ func (s *Server) handleSASecrets(scope string) http.HandlerFunc {
 				return
 			}
 			created = "snyk_cs_" + randomHex(16) + "_v1"
+			s.known = append(s.known, created)
 			s.clients[sa.clientID] = append(secrets, created)
 		case "replace":
 			created = "snyk_cs_" + randomHex(16) + "_v1"
+			s.known = append(s.known, created)
 			s.clients[sa.clientID] = []string{created}
 		case "delete":
 			i := slices.Index(secrets, req.Data.Attributes.Secret)
@@ -179,6 +181,7 @@ func (s *Server) handleSACreate(scope string) http.HandlerFunc {
 		sa := &serviceAccount{id: uuid.NewString(), scope: scope, ownerID: owner, name: a.Name, authType: "api_key", roleID: a.RoleID, apiKey: uuid.NewString()}
 		s.serviceAccounts[sa.id] = sa
 		s.apiTokens[sa.apiKey] = true
+		s.known = append(s.known, sa.apiKey)
 		writeREST(w, http.StatusCreated, map[string]any{
 			"jsonapi": map[string]string{"version": "1.0"},
 			"data": map[string]any{"type": "service_account", "id": sa.id, "attributes": map[string]any{

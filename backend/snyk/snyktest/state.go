@@ -169,6 +169,20 @@ func (s *Server) Minted() []string {
 	return append([]string(nil), s.minted...)
 }
 
+// Secrets returns every secret the fake issued or accepted: Broker tokens,
+// API tokens and keys, OAuth client secrets and access tokens, revoked ones
+// included. No log line, error or non-secret read may contain any of them.
+func (s *Server) Secrets() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := append([]string(nil), s.minted...)
+	out = append(out, s.known...)
+	for _, secrets := range s.clients {
+		out = append(out, secrets...)
+	}
+	return out
+}
+
 // Switches returns how many switch-token calls succeeded.
 func (s *Server) Switches() int {
 	s.mu.Lock()
