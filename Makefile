@@ -97,17 +97,19 @@ FIGURES := $(BIN)/e2e-figures.txt
 e2e: build sim vault broker $(HELM)
 	@rm -f $(FIGURES)
 	HELM_BINARY=$(HELM) VAULT_BINARY=$(VAULT) PLUGIN_BINARY=$(PLUGIN) SIM_BINARY=$(SIM) PLUGIN_VERSION=$(VERSION) E2E_FIGURES=$(FIGURES) \
-		$(GO) test -count=1 -timeout 30m -skip '^TestHA' ./e2e/...
+		$(GO) test -count=1 -timeout 30m -skip '^(TestHA|TestReliability)' ./e2e/...
 	@if [ -f $(FIGURES) ]; then echo "--- measured figures"; cat $(FIGURES); fi
 
-# The engine on a 3-node Vault cluster with integrated storage (Raft):
-# leadership changes in the middle of rotations (e2e/ha_*_test.go).
+# Reliability: the engine on a 3-node Vault cluster with integrated storage
+# (Raft), leadership changing in the middle of rotations
+# (e2e/ha_cluster_test.go), and upstream fault storms, each on its own
+# stack, all at once (e2e/reliability_storms_test.go).
 HA_FIGURES := $(BIN)/ha-figures.txt
 
 test-ha: build sim vault
 	@rm -f $(HA_FIGURES)
 	VAULT_BINARY=$(VAULT) PLUGIN_BINARY=$(PLUGIN) SIM_BINARY=$(SIM) PLUGIN_VERSION=$(VERSION) E2E_FIGURES=$(HA_FIGURES) \
-		$(GO) test -count=1 -timeout 15m -run '^TestHA' ./e2e/...
+		$(GO) test -count=1 -timeout 15m -parallel 16 -run '^(TestHA|TestReliability)' ./e2e/...
 	@if [ -f $(HA_FIGURES) ]; then echo "--- measured figures"; cat $(HA_FIGURES); fi
 
 # What an operator deploys from bootstrap/, checked without deploying it

@@ -5,7 +5,9 @@
 package fault
 
 import (
+	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -28,6 +30,9 @@ type Fault struct {
 	Delay time.Duration
 	// Times is how many requests the fault applies to; 0 means until cleared.
 	Times int
+	// Reset drops the connection with a TCP reset instead of answering
+	// (after Delay, and after the handler when AfterHandler is set).
+	Reset bool
 	// AfterHandler applies Status after the real handler ran, so the
 	// upstream's state changes but the client sees a failure: the
 	// "crashed/timed out after the call" case. The real response is
@@ -183,6 +188,13 @@ func (in *Injector) Wrap(route string, next http.HandlerFunc) http.HandlerFunc {
 				panic(http.ErrAbortHandler)
 			}
 		}
+		if f.Reset {
+			if f.AfterHandler && !applied {
+				next(discardWriter{header: http.Header{}}, r)
+			}
+			resetConnection(w)
+			return
+		}
 		if f.Status == 0 {
 			if !applied {
 				next(w, r)
@@ -200,6 +212,23 @@ func (in *Injector) Wrap(route string, next http.HandlerFunc) http.HandlerFunc {
 		}
 		writeFault(w, f)
 	}
+}
+
+// resetConnection closes the request's connection with a TCP RST: the
+// client sees "connection reset by peer", not an HTTP answer.
+func resetConnection(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	raw := conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	if tcp, ok := raw.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	_ = raw.Close()
 }
 
 func writeFault(w http.ResponseWriter, f *Fault) {

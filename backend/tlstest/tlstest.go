@@ -72,21 +72,41 @@ func MustNewCA() *CA {
 // ServerCertificate issues a leaf certificate for loopback (127.0.0.1, ::1,
 // localhost) plus any extra host names or IPs.
 func (ca *CA) ServerCertificate(hosts ...string) (tls.Certificate, error) {
+	return ca.Certificate(CertificateOptions{Hosts: append([]string{"localhost", "127.0.0.1", "::1"}, hosts...)})
+}
+
+// CertificateOptions describes a leaf certificate, including the broken
+// ones a client must refuse.
+type CertificateOptions struct {
+	// Hosts are the DNS names and IPs the certificate is valid for.
+	Hosts []string
+	// Expired issues a certificate whose validity ended an hour ago.
+	Expired bool
+}
+
+// Certificate issues a leaf certificate signed by the CA.
+func (ca *CA) Certificate(opts CertificateOptions) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
+	notBefore, notAfter := time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	if opts.Expired {
+		notBefore, notAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
+	}
+	cn := "localhost"
+	if len(opts.Hosts) > 0 {
+		cn = opts.Hosts[0]
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
 	}
-	for _, h := range hosts {
+	for _, h := range opts.Hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 		} else {

@@ -69,11 +69,6 @@ func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateL
 	if err := ca.WriteCertFile(caPath); err != nil {
 		return err
 	}
-	tlsConfig, err := ca.ServerTLSConfig()
-	if err != nil {
-		return err
-	}
-
 	w := newWorld()
 	w.configure(latency, rateLimit, rateWindow, retryAfter, profile)
 
@@ -82,12 +77,18 @@ func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateL
 	info.PID = os.Getpid()
 
 	servers := []*http.Server{}
-	serveTLS := func(h http.Handler, port int) (string, error) {
+	serveTLS := func(target string, h http.Handler, port int) (string, error) {
+		certs, err := newCertSwitch(ca)
+		if err != nil {
+			return "", err
+		}
+		w.certs[target] = certs
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 		if err != nil {
 			return "", err
 		}
-		srv := &http.Server{Handler: h, TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: h, TLSConfig: certs.tlsConfig(), ReadHeaderTimeout: 10 * time.Second,
+			ConnState: certs.track}
 		servers = append(servers, srv)
 		go func() {
 			if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
@@ -96,17 +97,18 @@ func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateL
 		}()
 		return "https://" + ln.Addr().String(), nil
 	}
-	if info.SnykURL, err = serveTLS(w.snyk, snykPort); err != nil {
+	if info.SnykURL, err = serveTLS("snyk", w.snyk, snykPort); err != nil {
 		return err
 	}
 	for _, f := range []struct {
-		dst *string
-		h   http.Handler
+		target string
+		dst    *string
+		h      http.Handler
 	}{
-		{&info.GitHubURL, w.github}, {&info.GHEURL, w.ghe}, {&info.GitLabURL, w.gitlab},
-		{&info.AzureURL, w.azure}, {&info.BitbucketURL, w.bitbucket},
+		{"github", &info.GitHubURL, w.github}, {"ghe", &info.GHEURL, w.ghe}, {"gitlab", &info.GitLabURL, w.gitlab},
+		{"azure", &info.AzureURL, w.azure}, {"bitbucket", &info.BitbucketURL, w.bitbucket},
 	} {
-		if *f.dst, err = serveTLS(f.h, 0); err != nil {
+		if *f.dst, err = serveTLS(f.target, f.h, 0); err != nil {
 			return err
 		}
 	}

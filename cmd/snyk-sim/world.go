@@ -89,7 +89,9 @@ type world struct {
 	gitlab    *scmtest.GitLab
 	azure     *scmtest.Azure
 	bitbucket *scmtest.Bitbucket
-	orgIDs    []string
+	// certs switches each TLS server's certificate (tls_modes.go).
+	certs  map[string]*certSwitch
+	orgIDs []string
 
 	behaviour    snyktest.Behaviour
 	behaviourSet bool
@@ -106,6 +108,7 @@ func newWorld() *world {
 		gitlab:    scmtest.NewGitLab(scmtest.GitLabOptions{}),
 		azure:     scmtest.NewAzure(demoAzureOrg),
 		bitbucket: scmtest.NewBitbucket(),
+		certs:     map[string]*certSwitch{},
 	}
 	w.addOrg(demoPaymentsOrg, demoGroupID, "Payments")
 	w.addOrg(demoPlatformOrg, demoGroupID, "Platform")
@@ -262,7 +265,9 @@ func (w *world) secrets() []string {
 //	GET  /secrets                   every credential the fakes issued or accepted, revoked ones included
 //	POST /orgs                      {"org_id","group_id","name"}
 //	POST /integrations              {"org_id","type","brokered"} -> {"id","broker_token"}
-//	POST /faults                    {"target","route","status","retry_after","times","delay_ms","after_handler"}
+//	POST /faults                    {"target","route","status","retry_after","times","delay_ms","after_handler","body","content_type","reset"}
+//	GET  /tls?target=snyk           {"mode","handshakes"}
+//	POST /tls                       {"target","mode"}: present a valid, expired or wrong-host certificate
 //	POST /faults/clear              {"target"} ("" = all)
 //	POST /latency                   {"target","ms"}
 //	POST /profile                   {"name"}: answer the undocumented refusals as that profile does
@@ -271,6 +276,31 @@ func (w *world) secrets() []string {
 //	GET  /service-accounts?scope=org|group&owner=ID  the IDs of an owner's service accounts
 func (w *world) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /tls", func(rw http.ResponseWriter, r *http.Request) {
+		cs, ok := w.certs[r.URL.Query().Get("target")]
+		if !ok {
+			http.Error(rw, "unknown target", http.StatusBadRequest)
+			return
+		}
+		mode, handshakes := cs.state()
+		writeJSON(rw, http.StatusOK, map[string]any{"mode": mode, "handshakes": handshakes})
+	})
+	mux.HandleFunc("POST /tls", func(rw http.ResponseWriter, r *http.Request) {
+		var in struct{ Target, Mode string }
+		if !decode(rw, r, &in) {
+			return
+		}
+		cs, ok := w.certs[in.Target]
+		if !ok {
+			http.Error(rw, "unknown target", http.StatusBadRequest)
+			return
+		}
+		if err := cs.set(in.Mode); err != nil {
+			http.Error(rw, err.Error(), http.StatusBadRequest)
+			return
+		}
+		rw.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /secrets", func(rw http.ResponseWriter, _ *http.Request) {
 		writeJSON(rw, http.StatusOK, w.secrets())
 	})
@@ -339,6 +369,9 @@ func (w *world) adminHandler() http.Handler {
 			RetryAfter   string `json:"retry_after"`
 			Times        int    `json:"times"`
 			DelayMS      int    `json:"delay_ms"`
+			Body         string `json:"body"`
+			ContentType  string `json:"content_type"`
+			Reset        bool   `json:"reset"`
 			AfterHandler bool   `json:"after_handler"`
 		}
 		if !decode(rw, r, &in) {
@@ -350,7 +383,8 @@ func (w *world) adminHandler() http.Handler {
 			return
 		}
 		inj.Inject(in.Route, fault.Fault{Status: in.Status, RetryAfter: in.RetryAfter, Times: in.Times,
-			Delay: time.Duration(in.DelayMS) * time.Millisecond, AfterHandler: in.AfterHandler})
+			Delay: time.Duration(in.DelayMS) * time.Millisecond, AfterHandler: in.AfterHandler,
+			Body: in.Body, ContentType: in.ContentType, Reset: in.Reset})
 		rw.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("POST /faults/clear", func(rw http.ResponseWriter, r *http.Request) {
