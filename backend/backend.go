@@ -83,6 +83,10 @@ type backend struct {
 	// configWriteMu serializes config writes: each is a read-modify-write of
 	// a partial update.
 	configWriteMu sync.Mutex
+
+	// creates holds the Snyk integrations being created right now
+	// (integration_create_claims.go).
+	creates createClaims
 }
 
 func newBackend(opts Options) *backend {

@@ -48,6 +48,11 @@ func (b *backend) createIntegration(ctx context.Context, s logical.Storage, cfg 
 	if source == "" {
 		source = tokenSourceAuto
 	}
+	release, busy := b.claimCreate(e)
+	if busy != nil {
+		return busy, nil
+	}
+	defer release()
 
 	if e.IntegrationID == "" {
 		id, found, err := b.findIntegration(ctx, client, e)

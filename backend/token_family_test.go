@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,6 +106,62 @@ func TestTokenFamilyImportJoins(t *testing.T) {
 	e, _ := getIntegration(context.Background(), env.storage, "platform", "github")
 	if e.TokenOwner != "payments/github" || e.CurrentToken != "" {
 		t.Fatalf("the import holds a copy: owner %q", e.TokenOwner)
+	}
+}
+
+// TestConcurrentCreatesOfOneIntegration: two creates of one Snyk integration
+// under different names at the same moment, each past the stored-entry check
+// before the other stored anything: exactly one succeeds, the other is
+// refused naming it, and Snyk mints one token.
+func TestConcurrentCreatesOfOneIntegration(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(nil)
+	env.snyk.AddIntegration(testOrgID, "github", false)
+	// The look-up and the enabling are slow enough for both creates to be
+	// past the stored-entry check before either stores its entry.
+	env.snyk.Faults().Inject(snyktest.RouteIntegrationByType, fault.Fault{Delay: 200 * time.Millisecond})
+	env.snyk.Faults().Inject(snyktest.RouteUpdateIntegration, fault.Fault{Delay: 300 * time.Millisecond})
+	minted := len(env.snyk.Minted())
+	var wg sync.WaitGroup
+	results := make([]*logical.Response, 2)
+	errs := make([]error, 2)
+	for i, name := range []string{"first", "second"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = env.request(logical.CreateOperation, "integrations/"+name+"/github",
+				mergeData(env.integrationData("github"), map[string]interface{}{"org_id": testOrgID}))
+		}()
+	}
+	wg.Wait()
+	ok, refused := 0, 0
+	for i := range results {
+		switch {
+		case errs[i] != nil:
+			t.Fatalf("create %d: %v", i, errs[i])
+		case results[i].IsError():
+			refused++
+			if msg := results[i].Error().Error(); !strings.Contains(msg, "being created for the same Snyk integration") {
+				t.Errorf("refusal: %s", msg)
+			}
+		default:
+			ok++
+		}
+	}
+	if ok != 1 || refused != 1 {
+		t.Fatalf("%d creates succeeded and %d were refused, want one of each", ok, refused)
+	}
+	if got := len(env.snyk.Minted()) - minted; got != 1 {
+		t.Errorf("Snyk minted %d tokens, want 1", got)
+	}
+	integrations := 0
+	for _, k := range env.storedKeys() {
+		if strings.HasPrefix(k, "integrations/") {
+			integrations++
+		}
+	}
+	if integrations != 1 {
+		t.Errorf("stored entries: %v, want one integration", env.storedKeys())
 	}
 }
 
