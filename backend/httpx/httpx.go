@@ -187,6 +187,12 @@ func (p RetryPolicy) Do(ctx context.Context, client *http.Client, idempotent boo
 			if unknown {
 				return nil, fmt.Errorf("%w: %s %s: %v", ErrOutcomeUnknown, req.Method, req.URL.Path, scrubError(err))
 			}
+			if isCertificateError(err) {
+				// The server's certificate was refused: asking again gets
+				// the same certificate, and every retry would hold up the
+				// caller (a rotation tick, an SCM check) for nothing.
+				return nil, fmt.Errorf("%s %s: %v", req.Method, req.URL.Path, scrubError(err))
+			}
 			wait := backoff(p.BaseDelay, attempt, p.MaxDelay)
 			if attempt >= p.MaxAttempts || waited+wait > p.MaxTotalWait {
 				return nil, fmt.Errorf("%s %s: %v", req.Method, req.URL.Path, scrubError(err))
@@ -230,6 +236,16 @@ func (p RetryPolicy) Do(ctx context.Context, client *http.Client, idempotent boo
 		}
 		waited += wait
 	}
+}
+
+// isCertificateError reports whether err is the TLS handshake refusing the
+// server's certificate (expired, wrong host, unknown authority).
+func isCertificateError(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var authority x509.UnknownAuthorityError
+	return errors.As(err, &verify) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &authority)
 }
 
 // Retryable reports whether a status is worth retrying: rate limiting and

@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -9,8 +10,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/tlstest"
 )
 
 // fakeSleeper records the waits instead of spending them, and reads the
@@ -262,5 +266,46 @@ func TestClientNeverFollowsRedirects(t *testing.T) {
 func TestNewClientRejectsABundleWithoutCertificates(t *testing.T) {
 	if _, err := NewClient("not a certificate", time.Second); err == nil {
 		t.Fatal("a CA bundle without a certificate was accepted")
+	}
+}
+
+// TestDoGivesUpAtOnceOnARefusedCertificate: an expired, wrong-host or
+// unknown-authority certificate is not retried: the next attempt would get
+// the same certificate, and the retries would only hold the caller up.
+func TestDoGivesUpAtOnceOnARefusedCertificate(t *testing.T) {
+	ca := tlstest.MustNewCA()
+	for name, opts := range map[string]tlstest.CertificateOptions{
+		"expired":    {Hosts: []string{"127.0.0.1"}, Expired: true},
+		"wrong host": {Hosts: []string{"elsewhere.invalid"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cert, err := ca.Certificate(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var handshakes atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+			srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+				if st == http.StateNew {
+					handshakes.Add(1)
+				}
+			}
+			srv.StartTLS()
+			defer srv.Close()
+			client, err := NewClient(string(ca.CertPEM), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sl := &fakeSleeper{}
+			p := RetryPolicy{MaxAttempts: 5, Sleep: sl.sleep, Now: func() time.Time { return clock }}
+			_, err = p.Do(context.Background(), client, true, get(srv.URL))
+			if err == nil || !strings.Contains(err.Error(), "certificate") {
+				t.Fatalf("error %v, want the certificate refusal", err)
+			}
+			if n := handshakes.Load(); n != 1 || len(sl.waits) != 0 {
+				t.Errorf("%d handshakes and %d waits, want one attempt and no retry", n, len(sl.waits))
+			}
+		})
 	}
 }
