@@ -221,6 +221,7 @@ func (env *testEnv) initialize() {
 // tick runs one pass of the rotation queue at the fake clock's time.
 func (env *testEnv) tick() {
 	env.b.rotation.tick(context.Background())
+	env.b.rotation.waitSCMChecks()
 }
 
 // advance moves the clock in steps, ticking after each, as the real ticker would.

@@ -70,6 +70,12 @@ type rotationManager struct {
 	cancel   context.CancelFunc
 	stopping chan struct{}
 	done     chan struct{}
+	// SCM checks run beside the tick (startSCMCheck): checking marks the
+	// integrations whose check runs, checkSlots bounds how many run at
+	// once, background counts them for stop.
+	checking   map[string]bool
+	checkSlots chan struct{}
+	background sync.WaitGroup
 	// wake nudges the loop to recompute its sleep after a queue change.
 	wake chan struct{}
 	// onSleep, when set (tests), sees every sleep the loop chooses.
@@ -83,7 +89,7 @@ type rotationManager struct {
 
 func newRotationManager(b *backend) *rotationManager {
 	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}, heldBy: map[string]string{}, unsaved: map[string]*integrationEntry{},
-		wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), checking: map[string]bool{}, checkSlots: make(chan struct{}, defaultRotationWorkers)}
 }
 
 // queueKey names an integration in the queue and in lanes.
@@ -196,14 +202,20 @@ func (m *rotationManager) stop() {
 		return
 	}
 	close(stopping)
+	finished := make(chan struct{})
+	go func() {
+		<-done
+		m.background.Wait()
+		close(finished)
+	}()
 	grace := m.drainGrace()
 	select {
-	case <-done:
+	case <-finished:
 	case <-time.After(grace):
 		m.b.log().Warn("stopping: an upstream call is still in flight; cancelling it (its WAL entry settles its outcome later)", "waited", grace)
 	}
 	cancel()
-	<-done
+	<-finished
 }
 
 // drainGrace is how long stop lets calls in flight finish: the configured
@@ -310,6 +322,7 @@ func (m *rotationManager) tick(ctx context.Context) {
 		due = append(due, item.Key)
 	}
 	m.mu.Unlock()
+	due = m.startSCMChecks(ctx, s, due)
 	if len(due) == 0 {
 		return
 	}

@@ -181,12 +181,70 @@ func (m *rotationManager) loadForSCMTask(ctx context.Context, s logical.Storage,
 	return e, cfg, true
 }
 
+// sameSCMCredential reports whether a and b hold the same SCM credential
+// for the same SCM endpoint.
+func sameSCMCredential(a, b *integrationEntry) bool {
+	return a.SCMToken == b.SCMToken && a.SCMUsername == b.SCMUsername && a.SCMPassword == b.SCMPassword &&
+		a.SCMURL == b.SCMURL && a.SCMAPIURL == b.SCMAPIURL && a.AzureOrg == b.AzureOrg
+}
+
+// startSCMChecks starts the SCM checks among due keys in the background and
+// returns the rest. A check calls the SCM, which may be slow or unreachable
+// for the whole request timeout and its retries: inside the tick it would
+// hold up every provision and switch due behind it.
+func (m *rotationManager) startSCMChecks(ctx context.Context, s logical.Storage, due []string) []string {
+	rest := due[:0:0]
+	for _, key := range due {
+		integrationKey, ok := strings.CutPrefix(key, scmCheckPrefix)
+		if !ok {
+			rest = append(rest, key)
+			continue
+		}
+		m.mu.Lock()
+		running := m.checking[integrationKey]
+		m.checking[integrationKey] = true
+		m.mu.Unlock()
+		if running {
+			continue // the running check queues the next one when it ends
+		}
+		m.background.Add(1)
+		go func() {
+			defer m.background.Done()
+			defer func() {
+				m.mu.Lock()
+				delete(m.checking, integrationKey)
+				m.mu.Unlock()
+			}()
+			select {
+			case m.checkSlots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-m.checkSlots }()
+			m.processSCMCheck(ctx, s, integrationKey)
+		}()
+	}
+	return rest
+}
+
+// waitSCMChecks waits for the SCM checks started so far (tests drive the
+// tick themselves and read the results after it).
+func (m *rotationManager) waitSCMChecks() { m.background.Wait() }
+
 // processSCMCheck checks one integration's SCM credential when it is due.
+// The SCM is called without the integration's lock, so that a slow SCM
+// never holds up a rotation or a write of that integration; the result is
+// recorded only if the credential checked is still the stored one.
 func (m *rotationManager) processSCMCheck(ctx context.Context, s logical.Storage, key string) {
 	b := m.b
 	name, kind := splitQueueKey(key)
 	unlock := b.lockIntegration(name, kind)
-	defer unlock()
+	locked := true
+	defer func() {
+		if locked {
+			unlock()
+		}
+	}()
 	now := b.now().UTC()
 	e, cfg, ok := m.loadForSCMTask(ctx, s, key, scmCheckKey(key), now)
 	if !ok {
@@ -209,7 +267,22 @@ func (m *rotationManager) processSCMCheck(ctx context.Context, s logical.Storage
 		e.SCMCheckedAt, e.SCMStatus = now, scmStatusUnknown
 		e.SCMProblems = []string{"skip_scm_validation is set: the SCM credential is not checked"}
 	default:
-		res, resp, err := b.checkSCM(ctx, cfg, e)
+		checked := *e
+		unlock()
+		locked = false
+		res, resp, err := b.checkSCM(ctx, cfg, &checked)
+		unlock = b.lockIntegration(name, kind)
+		locked = true
+		// Loaded again as at the start: a rotation may have stored (or kept
+		// in memory) a newer entry meanwhile.
+		if e, _, ok = m.loadForSCMTask(ctx, s, key, scmCheckKey(key), now); !ok {
+			return
+		}
+		if !sameSCMCredential(e, &checked) {
+			// Written while it was checked: check the new one.
+			m.pushAt(scmCheckKey(key), b.now())
+			return
+		}
 		switch {
 		case resp != nil:
 			e.SCMCheckedAt, e.SCMStatus, e.SCMProblems = now, scmStatusUnknown, []string{resp.Error().Error()}

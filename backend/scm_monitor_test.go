@@ -1,11 +1,14 @@
 package backend
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/fault"
 
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/scm/scmtest"
 )
@@ -121,5 +124,43 @@ func TestSCMNeverCheckedIsChecked(t *testing.T) {
 	env.advance(2*time.Hour, time.Minute)
 	if got := env.integration()["scm_status"]; got != scmStatusInvalid {
 		t.Fatalf("scm_status = %v: a never-checked credential was never checked", got)
+	}
+}
+
+// TestSlowSCMCheckHoldsUpNothing: an SCM check waiting on a slow SCM runs
+// beside the rotation tick and without the integration's lock: a provision
+// due at the same moment happens at once, and a write of the integration
+// does not wait for the check.
+func TestSlowSCMCheckHoldsUpNothing(t *testing.T) {
+	env, integID := rotationEnv(t, map[string]interface{}{"scm_check_period": "50m"})
+	// Past the provision (50m) and the check (50m plus up to a tenth of the
+	// period of per-integration offset): both are due.
+	env.clock.Advance(56 * time.Minute)
+	env.github.Faults().Inject(fault.AnyRoute, fault.Fault{Delay: 1500 * time.Millisecond})
+	checksBefore := env.github.Faults().TotalCalls()
+
+	start := time.Now()
+	env.b.rotation.tick(context.Background())
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the tick took %s: it waited for the SCM check", took.Round(10*time.Millisecond))
+	}
+	if env.snyk.ProvisionalToken(integID) == "" {
+		t.Fatal("the provision due with the SCM check did not happen")
+	}
+	start = time.Now()
+	env.mustOK(logical.UpdateOperation, "integrations/"+testOrgID+"/github", map[string]interface{}{"ttl": "20m"})
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("a write waited %s for the SCM check", took.Round(10*time.Millisecond))
+	}
+	env.b.rotation.waitSCMChecks()
+	if env.github.Faults().TotalCalls() == checksBefore {
+		t.Fatal("no SCM check ran")
+	}
+	in := env.integration()
+	if in["scm_status"] != "ok" || in["scm_validated_at"] == nil {
+		t.Errorf("the check's result was not recorded: scm_status %v", in["scm_status"])
+	}
+	if in["ttl"] != int64(1200) {
+		t.Errorf("the check overwrote the write made meanwhile: ttl %v", in["ttl"])
 	}
 }
