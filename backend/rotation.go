@@ -231,17 +231,13 @@ func (m *rotationManager) drainGrace() time.Duration {
 	return timeout + 5*time.Second
 }
 
-// isStopping reports whether the loop is stopping (no new item may start);
-// a manager whose loop never started (unit tests drive tick) is not.
-func (m *rotationManager) isStopping() bool {
-	m.mu.Lock()
-	stopping := m.stopping
-	m.mu.Unlock()
-	if stopping == nil {
+// isClosed reports whether ch is closed; a nil channel never is.
+func isClosed(ch <-chan struct{}) bool {
+	if ch == nil {
 		return false
 	}
 	select {
-	case <-stopping:
+	case <-ch:
 		return true
 	default:
 		return false
@@ -289,8 +285,12 @@ func (m *rotationManager) pushAt(key string, at time.Time) {
 // to the number of integrations.
 func (m *rotationManager) tick(ctx context.Context) {
 	m.mu.Lock()
-	s := m.storage
+	// Nil when the loop never started (tests drive tick): never stopping.
+	s, stopping := m.storage, m.stopping
 	m.mu.Unlock()
+	if isClosed(stopping) {
+		return
+	}
 	if s == nil || !m.retryLoad(ctx, s) {
 		return
 	}
@@ -322,7 +322,7 @@ func (m *rotationManager) tick(ctx context.Context) {
 		due = append(due, item.Key)
 	}
 	m.mu.Unlock()
-	due = m.startSCMChecks(ctx, s, due)
+	due = m.startSCMChecks(ctx, s, stopping, due)
 	if len(due) == 0 {
 		return
 	}
@@ -339,14 +339,18 @@ func (m *rotationManager) tick(ctx context.Context) {
 		}()
 	}
 	for i, key := range due {
-		if m.isStopping() {
-			// Not started: back in the queue for whoever runs it next (a
-			// restarted loop; on a new active node the queue is rebuilt
-			// from storage anyway).
-			m.requeueNow(due[i:])
-			break
+		// A stop while waiting for a free worker starts nothing more: a
+		// step begun during the drain grace could be cut off halfway.
+		select {
+		case work <- key:
+			continue
+		case <-stopping:
 		}
-		work <- key
+		// Not started: back in the queue for whoever runs it next (a
+		// restarted loop; on a new active node the queue is rebuilt from
+		// storage anyway).
+		m.requeueNow(due[i:])
+		break
 	}
 	close(work)
 	wg.Wait()

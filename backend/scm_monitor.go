@@ -192,7 +192,7 @@ func sameSCMCredential(a, b *integrationEntry) bool {
 // returns the rest. A check calls the SCM, which may be slow or unreachable
 // for the whole request timeout and its retries: inside the tick it would
 // hold up every provision and switch due behind it.
-func (m *rotationManager) startSCMChecks(ctx context.Context, s logical.Storage, due []string) []string {
+func (m *rotationManager) startSCMChecks(ctx context.Context, s logical.Storage, stopping <-chan struct{}, due []string) []string {
 	rest := due[:0:0]
 	for _, key := range due {
 		integrationKey, ok := strings.CutPrefix(key, scmCheckPrefix)
@@ -205,7 +205,11 @@ func (m *rotationManager) startSCMChecks(ctx context.Context, s logical.Storage,
 		m.checking[integrationKey] = true
 		m.mu.Unlock()
 		if running {
-			continue // the running check queues the next one when it ends
+			// The running check queues the next one when it ends, but it
+			// may have queued it already, just before it unmarked itself:
+			// dropping the key here could lose it. Back in a second.
+			m.pushAt(key, m.b.now().Add(time.Second))
+			continue
 		}
 		m.background.Add(1)
 		go func() {
@@ -215,9 +219,20 @@ func (m *rotationManager) startSCMChecks(ctx context.Context, s logical.Storage,
 				delete(m.checking, integrationKey)
 				m.mu.Unlock()
 			}()
+			// A stopping mount starts no more checks: the drain waits only
+			// for calls already made.
 			select {
 			case m.checkSlots <- struct{}{}:
+			case <-stopping:
+				m.pushAt(key, m.b.now())
+				return
 			case <-ctx.Done():
+				m.pushAt(key, m.b.now())
+				return
+			}
+			if isClosed(stopping) {
+				<-m.checkSlots
+				m.pushAt(key, m.b.now())
 				return
 			}
 			defer func() { <-m.checkSlots }()
@@ -271,6 +286,12 @@ func (m *rotationManager) processSCMCheck(ctx context.Context, s logical.Storage
 		unlock()
 		locked = false
 		res, resp, err := b.checkSCM(ctx, cfg, &checked)
+		if ctx.Err() != nil {
+			// Cancelled by the mount's stop: the check says nothing; it
+			// runs again when the loop does.
+			m.pushAt(scmCheckKey(key), b.now())
+			return
+		}
 		unlock = b.lockIntegration(name, kind)
 		locked = true
 		// Loaded again as at the start: a rotation may have stored (or kept
@@ -278,8 +299,10 @@ func (m *rotationManager) processSCMCheck(ctx context.Context, s logical.Storage
 		if e, _, ok = m.loadForSCMTask(ctx, s, key, scmCheckKey(key), now); !ok {
 			return
 		}
-		if !sameSCMCredential(e, &checked) {
-			// Written while it was checked: check the new one.
+		if !sameSCMCredential(e, &checked) || !e.SCMCheckedAt.Equal(checked.SCMCheckedAt) || e.SkipSCMValidation != checked.SkipSCMValidation {
+			// Written while it was checked (a new credential, a newer
+			// check by the write itself, validation switched): this
+			// result is stale; check again.
 			m.pushAt(scmCheckKey(key), b.now())
 			return
 		}
