@@ -349,22 +349,13 @@ func (m *rotationManager) tick(ctx context.Context) {
 		// Not started: back in the queue for whoever runs it next (a
 		// restarted loop; on a new active node the queue is rebuilt from
 		// storage anyway).
-		m.requeueNow(due[i:])
+		for _, rest := range due[i:] {
+			m.pushAt(rest, m.b.now())
+		}
 		break
 	}
 	close(work)
 	wg.Wait()
-}
-
-// requeueNow puts popped keys back, due now.
-func (m *rotationManager) requeueNow(keys []string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := m.b.now().UnixMilli()
-	for _, key := range keys {
-		_, _ = m.queue.PopByKey(key)
-		_ = m.queue.Push(&queue.Item{Key: key, Priority: now})
-	}
 }
 
 // process takes one due integration one step further.

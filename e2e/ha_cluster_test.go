@@ -121,7 +121,7 @@ func TestHACluster(t *testing.T) {
 			if v.proc == nil || v.proc.exited() {
 				continue
 			}
-			waitServed(t, v, bpath, after.CurrentToken)
+			waitServed(t, v, bpath, "broker_token", after.CurrentToken, 20*time.Second)
 		}
 		if after.Provisions != n || after.Switches != n {
 			t.Errorf("%s: Snyk saw %d provisions and %d switches after %d rotations, want exactly one of each per rotation", name, after.Provisions, after.Switches, n)
@@ -153,7 +153,7 @@ func TestHACluster(t *testing.T) {
 		// a crash in the milliseconds between Snyk's answer and that write
 		// is the one window no engine can close, since Snyk offers no way
 		// to read a provisional token again.
-		waitNextServed(t, a, bpath, sim.integration(t, org, "gitlab").ProvisionalToken)
+		waitServed(t, a, bpath, "next_broker_token", sim.integration(t, org, "gitlab").ProvisionalToken, 10*time.Second)
 		return killActive(a, "after the provision was stored")
 	})
 	final := sim.integration(t, org, "gitlab")
@@ -231,35 +231,20 @@ func waitSim(t *testing.T, sim *simulator, org string, timeout time.Duration, ok
 	}
 }
 
-// waitServed waits until node v serves token at path.
-func waitServed(t *testing.T, v *vaultServer, path, token string) {
+// waitServed waits until node v serves token at path as field
+// (broker_token, or next_broker_token while a provisional token is held).
+func waitServed(t *testing.T, v *vaultServer, path, field, token string, timeout time.Duration) {
 	t.Helper()
 	c := clientOf(t, v, 5*time.Second)
-	err := waitFor(20*time.Second, 200*time.Millisecond, func() (bool, error) {
+	err := waitFor(timeout, 20*time.Millisecond, func() (bool, error) {
 		sec, err := c.Logical().Read(path)
 		if err != nil || sec == nil {
 			return false, nil
 		}
-		return str(sec.Data["broker_token"]) == token, nil
+		return str(sec.Data[field]) == token, nil
 	})
 	if err != nil {
-		t.Errorf("%s does not serve the token Snyk routes by: %v", v.addr, err)
-	}
-}
-
-// waitNextServed waits until node v serves token as next_broker_token.
-func waitNextServed(t *testing.T, v *vaultServer, path, token string) {
-	t.Helper()
-	c := clientOf(t, v, 5*time.Second)
-	err := waitFor(10*time.Second, 20*time.Millisecond, func() (bool, error) {
-		sec, err := c.Logical().Read(path)
-		if err != nil || sec == nil {
-			return false, nil
-		}
-		return str(sec.Data["next_broker_token"]) == token, nil
-	})
-	if err != nil {
-		t.Fatalf("%s never served the provisional token: %v", v.addr, err)
+		t.Fatalf("%s does not serve the token Snyk expects as %s: %v", v.addr, field, err)
 	}
 }
 

@@ -229,17 +229,11 @@ func (c *vaultCluster) dumpOnFailure(t *testing.T) {
 	}
 }
 
-// clientOf is a root client of node v with a short timeout, for the readers.
+// clientOf is a root client of node v with its own timeout, for readers
+// that must not wait a minute on a dead node.
 func clientOf(t *testing.T, v *vaultServer, timeout time.Duration) *api.Client {
 	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address = v.addr
-	cfg.Timeout = timeout
-	cfg.MaxRetries = 0
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken(v.rootToken)
+	c := v.tokenClient(t, v.rootToken)
+	c.SetClientTimeout(timeout)
 	return c
 }

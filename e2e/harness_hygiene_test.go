@@ -74,16 +74,25 @@ func scanForSecrets(name, path string, secrets []string) []string {
 	for sc.Scan() {
 		line++
 		text := sc.Text()
-		for _, sec := range secrets {
-			if len(sec) >= minSecretLength && strings.Contains(text, sec) {
-				leaks = append(leaks, fmt.Sprintf("%s (%s) line %d holds a credential (%s…, %d chars): %s", name, path, line, sec[:4], len(sec), redactLine(text, secrets)))
-			}
+		for _, sec := range heldSecrets(text, secrets) {
+			leaks = append(leaks, fmt.Sprintf("%s (%s) line %d holds a credential (%s…, %d chars): %s", name, path, line, sec[:4], len(sec), redactLine(text, secrets)))
 		}
 	}
 	if err := sc.Err(); err != nil {
 		leaks = append(leaks, fmt.Sprintf("%s: %v", name, err))
 	}
 	return leaks
+}
+
+// heldSecrets lists the secrets text holds in clear.
+func heldSecrets(text string, secrets []string) []string {
+	var held []string
+	for _, sec := range secrets {
+		if len(sec) >= minSecretLength && strings.Contains(text, sec) {
+			held = append(held, sec)
+		}
+	}
+	return held
 }
 
 // redactLine shows a line with every secret masked, cut to 300 bytes.
