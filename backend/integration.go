@@ -100,12 +100,7 @@ type integrationEntry struct {
 	TokenSource          string `json:"token_source"`
 
 	// Per-integration overrides; zero values inherit the config defaults.
-	TTL                      time.Duration `json:"ttl,omitempty"`
-	RotationPeriod           time.Duration `json:"rotation_period,omitempty"`
-	RotationSchedule         string        `json:"rotation_schedule,omitempty"`
-	RotationWindow           time.Duration `json:"rotation_window,omitempty"`
-	ProvisionAhead           time.Duration `json:"provision_ahead,omitempty"`
-	DisableAutomatedRotation bool          `json:"disable_automated_rotation"`
+	rotationOverrides
 
 	// The Snyk group the org belongs to, looked up once: rotations are
 	// serialized per group because Snyk allows one provisional token per

@@ -231,14 +231,14 @@ func (e *integrationEntry) applyBrokerFields(d *framework.FieldData, creating bo
 	return problems
 }
 
-// applyRotationPolicy sets the per-integration overrides, with the database
-// static roles' rules: rotation_period xor rotation_schedule, a window only
-// with a schedule. scheduleChanged: the next rotation must be recomputed.
-func (e *integrationEntry) applyRotationPolicy(d *framework.FieldData) (scheduleChanged bool, problems []string) {
+// apply sets the overrides a write carries, with the database static
+// roles' rules: rotation_period xor rotation_schedule, a window only with a
+// schedule. scheduleChanged: the next rotation must be recomputed.
+func (o *rotationOverrides) apply(d *framework.FieldData) (scheduleChanged bool, problems []string) {
 	r := fieldReader{d}
 	if v, ok := d.GetOk("ttl"); ok {
-		e.TTL = time.Duration(v.(int)) * time.Second
-		if e.TTL < 0 {
+		o.TTL = time.Duration(v.(int)) * time.Second
+		if o.TTL < 0 {
 			problems = append(problems, "ttl must not be negative")
 		}
 	}
@@ -249,35 +249,42 @@ func (e *integrationEntry) applyRotationPolicy(d *framework.FieldData) (schedule
 		problems = append(problems, "rotation_period and rotation_schedule are mutually exclusive: send one of them")
 	}
 	if hasPeriod {
-		e.RotationPeriod = time.Duration(period.(int)) * time.Second
-		if e.RotationPeriod > 0 {
-			e.RotationSchedule, e.RotationWindow = "", 0
+		o.RotationPeriod = time.Duration(period.(int)) * time.Second
+		if o.RotationPeriod > 0 {
+			o.RotationSchedule, o.RotationWindow = "", 0
 		}
 		scheduleChanged = true
 	}
 	if hasSchedule {
-		e.RotationSchedule = schedule
+		o.RotationSchedule = schedule
 		if schedule != "" {
-			e.RotationPeriod = 0
+			o.RotationPeriod = 0
 		} else {
-			e.RotationWindow = 0
+			o.RotationWindow = 0
 		}
 		scheduleChanged = true
 	}
 	if hasWindow {
-		e.RotationWindow = time.Duration(window.(int)) * time.Second
+		o.RotationWindow = time.Duration(window.(int)) * time.Second
 		scheduleChanged = true
 	}
-	if e.RotationWindow != 0 && e.RotationSchedule == "" {
+	if o.RotationWindow != 0 && o.RotationSchedule == "" {
 		problems = append(problems, "rotation_window applies only with rotation_schedule: set rotation_schedule too, or drop rotation_window")
 	}
 	if v, ok := d.GetOk("provision_ahead"); ok {
-		e.ProvisionAhead = time.Duration(v.(int)) * time.Second
+		o.ProvisionAhead = time.Duration(v.(int)) * time.Second
 		scheduleChanged = true
 	}
 	if v, ok := d.GetOk("disable_automated_rotation"); ok {
-		e.DisableAutomatedRotation = v.(bool)
+		o.DisableAutomatedRotation = v.(bool)
 	}
+	return scheduleChanged, problems
+}
+
+// applyRotationPolicy sets the per-integration overrides and the SCM
+// check's period. scheduleChanged: the next rotation must be recomputed.
+func (e *integrationEntry) applyRotationPolicy(d *framework.FieldData) (scheduleChanged bool, problems []string) {
+	scheduleChanged, problems = e.rotationOverrides.apply(d)
 	// The SCM check's period: checking is part of keeping the credential
 	// valid, so it belongs with the rotation policy.
 	if v, ok := d.GetOk("scm_check_period"); ok {

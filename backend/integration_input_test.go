@@ -177,9 +177,9 @@ func TestApplyRotationPolicy(t *testing.T) {
 		want        []string
 	}{
 		{"period", integrationEntry{}, map[string]interface{}{"rotation_period": "24h"}, true, func(e integrationEntry) bool { return e.RotationPeriod == 24*time.Hour }, nil},
-		{"period replaces a schedule", integrationEntry{RotationSchedule: "0 3 * * 1", RotationWindow: time.Hour}, map[string]interface{}{"rotation_period": "24h"}, true,
+		{"period replaces a schedule", integrationEntry{rotationOverrides: rotationOverrides{RotationSchedule: "0 3 * * 1", RotationWindow: time.Hour}}, map[string]interface{}{"rotation_period": "24h"}, true,
 			func(e integrationEntry) bool { return e.RotationSchedule == "" && e.RotationWindow == 0 }, nil},
-		{"schedule replaces a period", integrationEntry{RotationPeriod: time.Hour}, map[string]interface{}{"rotation_schedule": "0 3 * * 1"}, true,
+		{"schedule replaces a period", integrationEntry{rotationOverrides: rotationOverrides{RotationPeriod: time.Hour}}, map[string]interface{}{"rotation_schedule": "0 3 * * 1"}, true,
 			func(e integrationEntry) bool { return e.RotationPeriod == 0 }, nil},
 		{"both", integrationEntry{}, map[string]interface{}{"rotation_period": "1h", "rotation_schedule": "0 3 * * 1"}, true, nil, []string{"mutually exclusive"}},
 		{"window without schedule", integrationEntry{}, map[string]interface{}{"rotation_window": "2h"}, true, nil, []string{"rotation_window applies only"}},

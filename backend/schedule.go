@@ -18,26 +18,40 @@ type policy struct {
 	DisableAutomatedRotation bool
 }
 
-func (e *integrationEntry) policy(cfg *snykConfig) policy {
+// rotationOverrides are the rotation settings an integration or a
+// Universal Broker deployment may set for itself; zero values inherit the
+// config's defaults. Embedded, so their JSON keys sit at the entry's top
+// level.
+type rotationOverrides struct {
+	TTL                      time.Duration `json:"ttl,omitempty"`
+	RotationPeriod           time.Duration `json:"rotation_period,omitempty"`
+	RotationSchedule         string        `json:"rotation_schedule,omitempty"`
+	RotationWindow           time.Duration `json:"rotation_window,omitempty"`
+	ProvisionAhead           time.Duration `json:"provision_ahead,omitempty"`
+	DisableAutomatedRotation bool          `json:"disable_automated_rotation"`
+}
+
+// policy is the effective policy: the overrides on top of cfg's defaults.
+func (o rotationOverrides) policy(cfg *snykConfig) policy {
 	p := policy{
 		TTL:                      cfg.TTL,
 		RotationPeriod:           cfg.RotationPeriod,
 		ProvisionAhead:           cfg.ProvisionAhead,
-		DisableAutomatedRotation: e.DisableAutomatedRotation,
+		DisableAutomatedRotation: o.DisableAutomatedRotation,
 	}
-	if e.TTL > 0 {
-		p.TTL = e.TTL
+	if o.TTL > 0 {
+		p.TTL = o.TTL
 	}
-	if e.ProvisionAhead > 0 {
-		p.ProvisionAhead = e.ProvisionAhead
+	if o.ProvisionAhead > 0 {
+		p.ProvisionAhead = o.ProvisionAhead
 	}
 	switch {
-	case e.RotationSchedule != "":
-		p.RotationSchedule = e.RotationSchedule
-		p.RotationWindow = e.RotationWindow
+	case o.RotationSchedule != "":
+		p.RotationSchedule = o.RotationSchedule
+		p.RotationWindow = o.RotationWindow
 		p.RotationPeriod = 0
-	case e.RotationPeriod > 0:
-		p.RotationPeriod = e.RotationPeriod
+	case o.RotationPeriod > 0:
+		p.RotationPeriod = o.RotationPeriod
 	}
 	return p
 }

@@ -27,6 +27,10 @@ const (
 	// OpLookup: reads (the org's integrations, the org's group), whose only
 	// refusals are the generic ones (not found, unauthorized, forbidden).
 	OpLookup Operation = "lookup"
+	// OpManageSecret: creating or deleting an install's or service
+	// account's client secret, whose limit refusal Snyk words but does not
+	// give a status ("cannot update secrets").
+	OpManageSecret Operation = "manage-secret"
 )
 
 // Refusal is what a refusal means.
@@ -55,6 +59,9 @@ const (
 	RefusalUnauthorized Refusal = "unauthorized"
 	// RefusalForbidden: the credential lacks a permission.
 	RefusalForbidden Refusal = "forbidden"
+	// RefusalSecretLimit: a new client secret was refused because the
+	// install or service account holds the most secrets Snyk allows (two).
+	RefusalSecretLimit Refusal = "secret-limit"
 )
 
 // meaning is one reading of a refusal: the words that say it, words that
@@ -122,6 +129,18 @@ var meanings = []meaning{
 		// serve a token Snyk does not route by.
 		vetoes: []*regexp.Regexp{re(`\bclients?\b`), re(`\bconnect`), re(`\balready\b`)},
 		ops:    []Operation{OpSwitch},
+	},
+	{
+		refusal: RefusalSecretLimit,
+		says: []*regexp.Regexp{
+			re(`\bcannot\s+update\s+secrets\b`),
+			re(`\b(maximum|max|limit)\b.*\bsecrets?\b`),
+			re(`\bsecrets?\b.*\b(maximum|limit)\b`),
+			re(`\b(at\s+most|no\s+more\s+than|only)\s+(two|2)\s+(active\s+)?secrets\b`),
+			re(`\btoo\s+many\s+secrets\b`),
+		},
+		ops:    []Operation{OpManageSecret},
+		status: http.StatusConflict,
 	},
 	{
 		refusal: RefusalNotFound,

@@ -65,6 +65,17 @@ func TestClassifyRefusals(t *testing.T) {
 		{snyk.OpProvision, 403, "Forbidden", snyk.RefusalForbidden},
 		{snyk.OpProvision, 403, "You do not have permission to edit integrations", snyk.RefusalForbidden},
 
+		// A third client secret of an install or service account: Snyk words
+		// it ("cannot update secrets") but documents no status.
+		{snyk.OpManageSecret, 409, "cannot update secrets", snyk.RefusalSecretLimit},
+		{snyk.OpManageSecret, 400, "Cannot update secrets", snyk.RefusalSecretLimit},
+		{snyk.OpManageSecret, 422, "A maximum of 2 secrets can exist at a time", snyk.RefusalSecretLimit},
+		{snyk.OpManageSecret, 400, "Secret limit reached", snyk.RefusalSecretLimit},
+		{snyk.OpManageSecret, 403, "An app may hold at most two secrets", snyk.RefusalSecretLimit},
+		{snyk.OpManageSecret, 400, "The secret to delete was not found", snyk.RefusalNotFound},
+		{snyk.OpManageSecret, 400, "Invalid mode", snyk.RefusalUnknown},
+		{snyk.OpProvision, 409, "cannot update secrets", snyk.RefusalUnknown},
+
 		// Words that say nothing: unknown whatever the status.
 		{snyk.OpProvision, 409, "Conflict", snyk.RefusalUnknown},
 		{snyk.OpProvision, 422, "Unprocessable Entity", snyk.RefusalUnknown},

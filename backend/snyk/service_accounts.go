@@ -28,21 +28,27 @@ func (c *Client) ManageServiceAccountSecret(ctx context.Context, scope, ownerID,
 	if scope != "orgs" && scope != "groups" {
 		return "", fmt.Errorf("snyk: service account scope must be orgs or groups, got %q", scope)
 	}
-	for _, f := range []struct{ name, v string }{{"owner ID", ownerID}, {"service account ID", serviceAccountID}, {"mode", mode}} {
-		if err := required(f.name, f.v); err != nil {
-			return "", err
-		}
+	if err := requiredAll("owner ID", ownerID, "service account ID", serviceAccountID, "mode", mode); err != nil {
+		return "", err
 	}
+	return c.manageSecret(ctx, "/rest/"+scope+"/"+seg(ownerID)+"/service_accounts/"+seg(serviceAccountID)+"/secrets", restVersion, "service_account", mode, secret)
+}
+
+// manageSecret is Snyk's one shape of "manage secret" call (service
+// accounts and app installs alike): {"data":{"type",
+// "attributes":{"mode","secret"}}}, answered with data.attributes.client_secret
+// for create and replace.
+func (c *Client) manageSecret(ctx context.Context, path, version, resourceType, mode, secret string) (string, error) {
 	attrs := map[string]string{"mode": mode}
 	if secret != "" {
 		attrs["secret"] = secret
 	}
-	in := map[string]any{"data": map[string]any{"type": "service_account", "attributes": attrs}}
+	in := map[string]any{"data": map[string]any{"type": resourceType, "attributes": attrs}}
 	body, _ := json.Marshal(in)
 	rq := request{
 		method:      http.MethodPost,
-		path:        "/rest/" + scope + "/" + seg(ownerID) + "/service_accounts/" + seg(serviceAccountID) + "/secrets",
-		query:       url.Values{"version": {restVersion}},
+		path:        path,
+		query:       url.Values{"version": {version}},
 		accept:      jsonAPI,
 		contentType: jsonAPI,
 		body:        body,
@@ -123,48 +129,21 @@ func (c *Client) ListServiceAccounts(ctx context.Context, scope, ownerID string)
 	if scope != "orgs" && scope != "groups" {
 		return nil, fmt.Errorf("snyk: service account scope must be orgs or groups, got %q", scope)
 	}
-	// REST lists are paginated: follow links.next (its starting_after
-	// cursor) until there is none, a bounded number of pages.
 	var out []ServiceAccount
-	after := ""
-	for page := 0; page < maxListPages; page++ {
-		q := url.Values{"version": {restVersion}, "limit": {"100"}}
-		if after != "" {
-			q.Set("starting_after", after)
+	err := c.listAll(ctx, "/rest/"+scope+"/"+seg(ownerID)+"/service_accounts", restVersion, func(rs []jsonResource) error {
+		for _, r := range rs {
+			var a struct {
+				Name string `json:"name"`
+			}
+			_ = json.Unmarshal(r.Attributes, &a)
+			out = append(out, ServiceAccount{ID: r.ID, Name: a.Name})
 		}
-		rq := request{method: http.MethodGet, path: "/rest/" + scope + "/" + seg(ownerID) + "/service_accounts", query: q,
-			accept: jsonAPI, contentType: jsonAPI, idempotent: true, kind: kindREST}
-		body, err := c.send(ctx, rq)
-		if err != nil {
-			return nil, err
-		}
-		var doc struct {
-			Data []struct {
-				ID         string `json:"id"`
-				Attributes struct {
-					Name string `json:"name"`
-				} `json:"attributes"`
-			} `json:"data"`
-			Links struct {
-				Next string `json:"next"`
-			} `json:"links"`
-		}
-		if json.Unmarshal(body, &doc) != nil {
-			return nil, c.badResponse(rq, "unexpected response body")
-		}
-		for _, d := range doc.Data {
-			out = append(out, ServiceAccount{ID: d.ID, Name: d.Attributes.Name})
-		}
-		if doc.Links.Next == "" || len(doc.Data) == 0 {
-			return out, nil
-		}
-		next, err := url.Parse(doc.Links.Next)
-		if err != nil || next.Query().Get("starting_after") == "" || next.Query().Get("starting_after") == after {
-			return out, nil
-		}
-		after = next.Query().Get("starting_after")
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("snyk: more than %d pages of service accounts in %s %s", maxListPages, scope, ownerID)
+	return out, nil
 }
 
 // maxListPages bounds a paginated list (100 items a page).
