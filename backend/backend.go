@@ -105,10 +105,12 @@ func newBackend(opts Options) *backend {
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
 			// Seal-wrap everything that holds a credential: the Snyk
-			// credential and every integration (Broker and SCM tokens).
+			// credential, every integration (Broker and SCM tokens) and every
+			// Universal Broker deployment (client secret, credential values).
 			SealWrapStorage: []string{
 				configStoragePath,
 				integrationStoragePrefix,
+				universalStoragePrefix,
 			},
 			// WALs describe in-flight upstream calls of this cluster only.
 			LocalStorage: []string{
@@ -123,10 +125,15 @@ func newBackend(opts Options) *backend {
 			pathStatus(b),
 			pathRoles(b),
 			pathCreds(b),
+			pathUniversal(b),
+			pathUniversalCredentials(b),
+			pathUniversalEnv(b),
+			pathUniversalRotate(b),
 		),
 		Secrets: []*framework.Secret{
 			secretBrokerToken(b),
 			secretSnykToken(b),
+			secretUniversalEnv(b),
 		},
 		InitializeFunc:    b.initialize,
 		Clean:             b.clean,

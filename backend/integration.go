@@ -63,18 +63,10 @@ type integrationEntry struct {
 	// token it shares (a clone); empty on owners and lone integrations.
 	TokenOwner string `json:"token_owner,omitempty"`
 
-	SkipSCMValidation bool      `json:"skip_scm_validation"`
-	SCMScopes         []string  `json:"scm_scopes,omitempty"`
-	SCMTokenExpiresAt time.Time `json:"scm_token_expires_at,omitempty"`
-	SCMValidatedAt    time.Time `json:"scm_validated_at,omitempty"`
-
-	// The SCM credential's health, from its last check (at create, then every
-	// scm_check_period): ok, expiring, invalid or unknown (never checked, not
-	// checkable, or the SCM did not answer). A failing check never stops
-	// serving: the credential may still work.
-	SCMStatus      string        `json:"scm_status,omitempty"`
-	SCMCheckedAt   time.Time     `json:"scm_checked_at,omitempty"`
-	SCMProblems    []string      `json:"scm_problems,omitempty"`
+	SkipSCMValidation bool `json:"skip_scm_validation"`
+	// The SCM credential's health, from its last check (at create, then
+	// every scm_check_period).
+	scmHealth
 	SCMCheckPeriod time.Duration `json:"scm_check_period,omitempty"`
 
 	// GitLab PAT self-rotation: opt-in, scm_rotate_before_expiry ahead of

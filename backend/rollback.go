@@ -98,6 +98,9 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	if kind == walKindPromote {
 		return b.promoteRollback(ctx, req.Storage, data)
 	}
+	if kind == walKindUniversalSecret {
+		return b.universalSecretRollback(ctx, req.Storage, data)
+	}
 	var w walEntry
 	if err := mapToStruct(data, &w); err != nil {
 		return err

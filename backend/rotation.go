@@ -275,9 +275,14 @@ func (m *rotationManager) schedule(e *integrationEntry, cfg *snykConfig) {
 func (m *rotationManager) pushAt(key string, at time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.pushLocked(key, at)
+	m.nudge()
+}
+
+// pushLocked (re)queues key at at. The caller holds m.mu.
+func (m *rotationManager) pushLocked(key string, at time.Time) {
 	_, _ = m.queue.PopByKey(key)
 	_ = m.queue.Push(&queue.Item{Key: key, Priority: at.UnixMilli()})
-	m.nudge()
 }
 
 // tick pops what is due (no more than the budget allows) and works through
@@ -370,6 +375,14 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 	}
 	if key == rootRotationKey {
 		m.processRootRotation(ctx, s)
+		return
+	}
+	if name, ok := strings.CutPrefix(key, universalRotatePrefix); ok {
+		m.processUniversal(ctx, s, name)
+		return
+	}
+	if name, ok := strings.CutPrefix(key, universalCheckPrefix); ok {
+		m.processUniversalCheck(ctx, s, name)
 		return
 	}
 	b := m.b

@@ -48,9 +48,16 @@ func (m *rotationManager) takeSCMToken(cfg *snykConfig, now time.Time) bool {
 
 // takeToken spends one request of the budget, if there is one.
 func (m *rotationManager) takeToken(cfg *snykConfig, now time.Time) bool {
+	return m.takeTokens(cfg, now, 1)
+}
+
+// takeTokens spends n requests of the budget at once, or none. n is capped
+// at the bucket's size: a larger n could never be granted.
+func (m *rotationManager) takeTokens(cfg *snykConfig, now time.Time, n int) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.limiterLocked(cfg, now).AllowN(now, 1)
+	l := m.limiterLocked(cfg, now)
+	return l.AllowN(now, min(n, l.Burst()))
 }
 
 // chargeToken spends a request even into debt: manual rotations are never

@@ -120,9 +120,13 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge ti
 		}
 		m.schedule(e, cfg)
 	}
+	deployments, err := m.loadUniversal(ctx, s, cfg)
+	if err != nil {
+		return err
+	}
 	if stored, err := getConfig(ctx, s); err == nil {
 		m.scheduleRootRotation(stored)
 	}
-	m.b.log().Info("rotation engine loaded", "integrations", len(keys), "queued", m.queueLen())
+	m.b.log().Info("rotation engine loaded", "integrations", len(keys), "universal_deployments", deployments, "queued", m.queueLen())
 	return nil
 }

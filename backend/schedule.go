@@ -139,12 +139,17 @@ func (e *integrationEntry) nextAction(p policy) (time.Time, bool) {
 // backOff schedules the next attempt of a failed step: 10 s, doubling, at
 // most 30 minutes.
 func (e *integrationEntry) backOff(now time.Time) {
-	e.Failures++
-	backoff := firstFailureBackoff << (e.Failures - 1)
+	e.RetryAt = backOff(&e.Failures, now)
+}
+
+// backOff counts one more failure and returns when to try again.
+func backOff(failures *int, now time.Time) time.Time {
+	*failures++
+	backoff := firstFailureBackoff << (*failures - 1)
 	if backoff > maxFailureBackoff || backoff <= 0 {
 		backoff = maxFailureBackoff
 	}
-	e.RetryAt = now.Add(backoff)
+	return now.Add(backoff)
 }
 
 // switchNotBefore is the earliest instant the served token can change by a

@@ -81,8 +81,22 @@ func (e *integrationEntry) nextSCMCheck(cfg *snykConfig, now time.Time) time.Tim
 	return e.SCMCheckedAt.Add(period + offset(period/10+1))
 }
 
-// recordSCMResult sets the integration's SCM status from a check's result.
-func (e *integrationEntry) recordSCMResult(res scm.Result, now time.Time, warning time.Duration) {
+// scmHealth is an SCM credential's health from its last check: ok,
+// expiring, invalid or unknown (never checked, not checkable, or the SCM did
+// not answer), the scopes and expiry it saw. A failing check never stops
+// serving: the credential may still work. Integrations and Universal Broker
+// credentials embed it.
+type scmHealth struct {
+	SCMScopes         []string  `json:"scm_scopes,omitempty"`
+	SCMTokenExpiresAt time.Time `json:"scm_token_expires_at,omitempty"`
+	SCMValidatedAt    time.Time `json:"scm_validated_at,omitempty"`
+	SCMStatus         string    `json:"scm_status,omitempty"`
+	SCMCheckedAt      time.Time `json:"scm_checked_at,omitempty"`
+	SCMProblems       []string  `json:"scm_problems,omitempty"`
+}
+
+// recordSCMResult sets the SCM status from a check's result.
+func (e *scmHealth) recordSCMResult(res scm.Result, now time.Time, warning time.Duration) {
 	e.SCMCheckedAt = now
 	// A refused token may reveal nothing: keep what the last check saw
 	// unless this one saw something.

@@ -78,17 +78,32 @@ func (e *integrationEntry) leaseTTL(p policy, now time.Time) time.Duration {
 		if !e.RetryAt.IsZero() {
 			provisionAt = e.RetryAt
 		}
-		switch {
-		case provisionAt.After(now):
-			phase = provisionAt
-		case now.Sub(provisionAt) < overdueGrace:
-			phase = now.Add(minLeaseTTL)
-		default:
-			phase = now.Add(overdueProvisionLeaseTTL)
-		}
+		phase = phaseAt(provisionAt, now)
 	}
-	if untilPhase := phase.Sub(now); untilPhase < ttl {
-		ttl = untilPhase
+	return capAtPhase(ttl, phase, now)
+}
+
+// phaseAt is when leases should end for a phase change due at at: then,
+// or, once it is overdue, soon: within minLeaseTTL during overdueGrace, then
+// every overdueProvisionLeaseTTL.
+func phaseAt(at, now time.Time) time.Time {
+	switch {
+	case at.After(now):
+		return at
+	case now.Sub(at) < overdueGrace:
+		return now.Add(minLeaseTTL)
+	default:
+		return now.Add(overdueProvisionLeaseTTL)
+	}
+}
+
+// capAtPhase caps ttl at the phase change (none when zero), never below
+// minLeaseTTL.
+func capAtPhase(ttl time.Duration, phase, now time.Time) time.Duration {
+	if !phase.IsZero() {
+		if untilPhase := phase.Sub(now); untilPhase < ttl {
+			ttl = untilPhase
+		}
 	}
 	if ttl < minLeaseTTL {
 		ttl = minLeaseTTL

@@ -190,12 +190,14 @@ func (b *backend) pathIntegrationClone(ctx context.Context, req *logical.Request
 // sharerOf is the entry of a clone of src: its own identity, src's SCM
 // credential and location (Snyk copies them), src's token by reference.
 func sharerOf(src *integrationEntry, name, orgID, integrationID string, now time.Time) *integrationEntry {
+	// The clone's own problems are found by its own checks.
+	health := src.scmHealth
+	health.SCMProblems = nil
 	return &integrationEntry{
 		Name: name, SCM: src.SCM, OrgID: orgID, IntegrationID: integrationID,
 		SCMToken: src.SCMToken, SCMUsername: src.SCMUsername, SCMPassword: src.SCMPassword,
 		SCMURL: src.SCMURL, SCMAPIURL: src.SCMAPIURL, AzureOrg: src.AzureOrg, BrokerClientURL: src.BrokerClientURL,
-		SkipSCMValidation: src.SkipSCMValidation, SCMScopes: src.SCMScopes, SCMTokenExpiresAt: src.SCMTokenExpiresAt,
-		SCMStatus: src.SCMStatus, SCMCheckedAt: src.SCMCheckedAt, SCMValidatedAt: src.SCMValidatedAt,
+		SkipSCMValidation: src.SkipSCMValidation, scmHealth: health,
 		TokenOwner: queueKey(src.Name, src.SCM), TokenSource: sourceCloned, CreatedAt: now,
 	}
 }

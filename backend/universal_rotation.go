@@ -1,0 +1,365 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/httpx"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk"
+)
+
+// Rotating a Universal Broker client's secret with overlap. The client
+// reads CLIENT_SECRET only at start-up and exits about three renewal
+// intervals after its secret stops working; Snyk lets an install hold two
+// secrets and deletes one by value. So, in the same loop, budget and WAL
+// order as the Broker-token steps:
+//
+//	next_vault_rotation - provision_ahead   create a second secret at Snyk (WAL,
+//	                                        store it before anything else, verify
+//	                                        it at /oauth2/token); reads add it
+//	                                        as next_client_secret
+//	next_vault_rotation                     serve it as CLIENT_SECRET (no call:
+//	                                        leases end here, Agent restarts the
+//	                                        client)
+//	+ ttl + client_exit_window              delete the old secret at Snyk
+//
+// Never mode=replace: it invalidates every running client's secret at once.
+// Whether a step happened is read from what is stored, and a delete whose
+// answer is lost is settled by /oauth2/token, which knows whether the old
+// secret still works.
+
+const (
+	universalRotatePrefix      = "universal|"
+	universalCheckPrefix       = "universal-check|"
+	walKindUniversalSecret     = "universal-secret-create"
+	eventUniversalSecretCreate = "snyk/universal-secret-create"
+	eventUniversalSwitch       = "snyk/universal-secret-switch"
+	eventUniversalRetire       = "snyk/universal-secret-retire"
+	eventUniversalRotateFail   = "snyk/universal-rotate-fail"
+	// universalCheckCalls is what one check spends of the request budget:
+	// four lists and the client secret's token.
+	universalCheckCalls = 5
+)
+
+// universalWAL names a secret creation in flight.
+type universalWAL struct {
+	Name      string    `json:"name"`
+	InstallID string    `json:"install_id"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// nextAction is when the deployment next needs the engine: its switch, and
+// (unless a failure waits for RetryAt) the old secret's deletion and the
+// next creation.
+func (e *universalEntry) nextAction(p policy) (time.Time, bool) {
+	var at time.Time
+	consider := func(t time.Time) {
+		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
+	}
+	if e.NextClientSecret != "" {
+		consider(e.NextVaultRotation)
+	}
+	if !e.RetryAt.IsZero() {
+		consider(e.RetryAt)
+		return at, !at.IsZero()
+	}
+	if e.PreviousClientSecret != "" {
+		consider(e.RetirePreviousAt)
+	}
+	if e.NextClientSecret == "" && !p.DisableAutomatedRotation && !e.NextVaultRotation.IsZero() {
+		consider(e.NextVaultRotation.Add(-p.ProvisionAhead))
+	}
+	return at, !at.IsZero()
+}
+
+// nextCheck is when the deployment is checked against Snyk again.
+func (e *universalEntry) nextCheck(cfg *snykConfig, now time.Time) time.Time {
+	if e.CheckedAt.IsZero() {
+		return now
+	}
+	return e.CheckedAt.Add(e.checkPeriod(cfg))
+}
+
+// scheduleUniversal (re)queues a deployment's next action and next check.
+func (m *rotationManager) scheduleUniversal(e *universalEntry, cfg *snykConfig) {
+	key := universalRotatePrefix + e.Name
+	at, ok := e.nextAction(e.policy(cfg))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, _ = m.queue.PopByKey(key)
+	if ok {
+		m.pushLocked(key, at)
+	}
+	m.pushLocked(universalCheckPrefix+e.Name, e.nextCheck(cfg, m.b.now()))
+	m.nudge()
+}
+
+// forgetUniversal drops a deleted deployment from the queue.
+func (m *rotationManager) forgetUniversal(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, _ = m.queue.PopByKey(universalRotatePrefix + name)
+	_, _ = m.queue.PopByKey(universalCheckPrefix + name)
+}
+
+// processUniversal takes one due deployment one step further.
+func (m *rotationManager) processUniversal(ctx context.Context, s logical.Storage, name string) {
+	b := m.b
+	key := universalRotatePrefix + name
+	unlock := b.lockUniversal(name)
+	defer unlock()
+	now := b.now().UTC()
+	e, err := getUniversal(ctx, s, name)
+	if err != nil {
+		b.log().Error("rotation: could not read universal deployment", "deployment", name, "error", err)
+		m.pushAt(key, now.Add(firstFailureBackoff))
+		return
+	}
+	if e == nil {
+		return
+	}
+	cfg, err := b.config(ctx, s)
+	client, cerr := b.snykClient(ctx, s)
+	if err != nil || cfg == nil || cerr != nil || client == nil {
+		m.pushAt(key, now.Add(configMissingRetry))
+		return
+	}
+	p := e.policy(cfg)
+	retryDue := e.RetryAt.IsZero() || !now.Before(e.RetryAt)
+	switch {
+	case e.NextClientSecret != "" && !now.Before(e.NextVaultRotation):
+		err = b.switchUniversalSecret(ctx, s, cfg, e)
+	case e.PreviousClientSecret != "" && !now.Before(e.RetirePreviousAt) && retryDue:
+		if !m.takeToken(cfg, now) {
+			m.pushAt(key, now.Add(m.tokenWait(cfg)))
+			return
+		}
+		err = b.retirePreviousClientSecret(ctx, s, cfg, client, e)
+	case e.NextClientSecret == "" && e.PreviousClientSecret == "" && !p.DisableAutomatedRotation &&
+		!now.Before(e.NextVaultRotation.Add(-p.ProvisionAhead)) && retryDue:
+		if !m.takeToken(cfg, now) {
+			m.pushAt(key, now.Add(m.tokenWait(cfg)))
+			return
+		}
+		err = b.createNextSecret(ctx, s, cfg, client, e)
+	}
+	if err != nil {
+		m.recordUniversalFailure(ctx, s, cfg, e, err)
+		return
+	}
+	m.scheduleUniversal(e, cfg)
+}
+
+// createNextSecret creates the next client secret at Snyk beside the
+// current one, stores it before anything else, and verifies it. The caller
+// holds the deployment's lock.
+func (b *backend) createNextSecret(ctx context.Context, s logical.Storage, cfg *snykConfig, client *snyk.Client, e *universalEntry) error {
+	walID, err := framework.PutWAL(ctx, s, walKindUniversalSecret, &universalWAL{Name: e.Name, InstallID: e.InstallID, StartedAt: b.now().UTC()})
+	if err != nil {
+		return err
+	}
+	secret, err := client.ManageInstallSecret(ctx, e.InstallOrgID, e.InstallID, snyk.SecretModeCreate, "")
+	if err != nil {
+		if !errors.Is(err, httpx.ErrOutcomeUnknown) {
+			b.deleteWAL(ctx, s, walID)
+		}
+		return fmt.Errorf("creating the next client secret of install %s: %w", e.InstallID, err)
+	}
+	now := b.now().UTC()
+	p := e.policy(cfg)
+	e.NextClientSecret, e.NextCreatedAt = secret, now
+	e.RotationState = stateProvisioned
+	e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
+	// Clients need provision_ahead to see the next secret before the
+	// switch; a late creation moves the switch rather than shortening that.
+	if earliest := now.Add(p.ProvisionAhead); e.NextVaultRotation.Before(earliest) {
+		e.NextVaultRotation = earliest
+	}
+	if err := persistUniversal(ctx, s, e); err != nil {
+		// It cannot be kept, so it must not stay valid at Snyk either: it
+		// would take the second of Snyk's two slots for good.
+		if _, derr := client.ManageInstallSecret(context.WithoutCancel(ctx), e.InstallOrgID, e.InstallID, snyk.SecretModeDelete, secret); derr == nil {
+			b.deleteWAL(ctx, s, walID)
+		}
+		e.NextClientSecret, e.NextCreatedAt = "", time.Time{}
+		return fmt.Errorf("storing the next client secret: %w", err)
+	}
+	b.deleteWAL(ctx, s, walID)
+	b.log().Info("created the next Universal Broker client secret", "deployment", e.Name, "install_id", e.InstallID, "switch_at", e.NextVaultRotation)
+	// A secret the token endpoint refuses must never be served.
+	if err := b.checkClientSecret(ctx, cfg, e, secret); err != nil {
+		if snyk.Classify(snyk.OpLookup, err) == snyk.NotARefusal {
+			// Snyk unreachable: the secret is kept and served; clients
+			// could not start without Snyk anyway.
+			b.log().Warn("could not verify the next client secret; it is kept", "deployment", e.Name, "error", err)
+		} else {
+			return b.dropNextSecret(ctx, s, client, e, err)
+		}
+	}
+	b.publishEvent(ctx, eventUniversalSecretCreate, "universal/"+e.Name+"/env", "name", e.Name, "deployment_id", e.DeploymentID,
+		"next_switch_at", e.NextVaultRotation.Format(time.RFC3339))
+	return nil
+}
+
+// dropNextSecret deletes a next secret /oauth2/token refused, at Snyk and
+// in Vault.
+func (b *backend) dropNextSecret(ctx context.Context, s logical.Storage, client *snyk.Client, e *universalEntry, refusal error) error {
+	if _, err := client.ManageInstallSecret(ctx, e.InstallOrgID, e.InstallID, snyk.SecretModeDelete, e.NextClientSecret); err != nil {
+		return fmt.Errorf("snyk's /oauth2/token refuses the client secret Snyk just created (%s), and deleting it failed (%w): it is kept and not served until the switch; retrying",
+			snyk.Answer(refusal), err)
+	}
+	e.NextClientSecret, e.NextCreatedAt, e.RotationState = "", time.Time{}, stateActive
+	if err := persistUniversal(ctx, s, e); err != nil {
+		return err
+	}
+	return fmt.Errorf("snyk's /oauth2/token refused the client secret Snyk just created (%s); Vault deleted it and retries", snyk.Answer(refusal))
+}
+
+// switchUniversalSecret serves the next secret as CLIENT_SECRET. No call:
+// both secrets work; the old one is deleted after the grace period.
+func (b *backend) switchUniversalSecret(ctx context.Context, s logical.Storage, cfg *snykConfig, e *universalEntry) error {
+	now := b.now().UTC()
+	p := e.policy(cfg)
+	next, err := p.nextRotation(now)
+	if err != nil {
+		return err
+	}
+	e.PreviousClientSecret, e.ClientSecret = e.ClientSecret, e.NextClientSecret
+	e.NextClientSecret, e.NextCreatedAt = "", time.Time{}
+	e.RetirePreviousAt = now.Add(p.TTL + e.clientExitWindow())
+	e.LastVaultRotation, e.NextVaultRotation = now, next
+	e.RotationState, e.LastRotationError = stateRetiring, ""
+	e.RetryAt, e.Failures = time.Time{}, 0
+	if err := persistUniversal(ctx, s, e); err != nil {
+		return err
+	}
+	b.log().Info("switched the Universal Broker client secret", "deployment", e.Name, "retire_previous_at", e.RetirePreviousAt, "next_vault_rotation", next)
+	b.publishEvent(ctx, eventUniversalSwitch, "universal/"+e.Name+"/env", "name", e.Name, "deployment_id", e.DeploymentID,
+		"retire_previous_at", e.RetirePreviousAt.Format(time.RFC3339))
+	return nil
+}
+
+// retirePreviousClientSecret deletes the switched-away secret at Snyk. Whatever
+// Snyk answers, /oauth2/token knows whether the secret still works: a
+// delete whose answer was lost, or one made outside Vault, leaves nothing
+// to delete, and a refused delete of a working secret is retried.
+func (b *backend) retirePreviousClientSecret(ctx context.Context, s logical.Storage, cfg *snykConfig, client *snyk.Client, e *universalEntry) error {
+	_, err := client.ManageInstallSecret(ctx, e.InstallOrgID, e.InstallID, snyk.SecretModeDelete, e.PreviousClientSecret)
+	if err != nil {
+		check := b.checkClientSecret(ctx, cfg, e, e.PreviousClientSecret)
+		if check == nil || snyk.Classify(snyk.OpLookup, check) == snyk.NotARefusal {
+			return fmt.Errorf("deleting the previous client secret at Snyk (it still works, and takes one of Snyk's two slots): %w", err)
+		}
+		b.log().Info("the previous client secret no longer works at /oauth2/token; it is gone", "deployment", e.Name, "delete_answer", snyk.Answer(err))
+	}
+	e.PreviousClientSecret, e.RetirePreviousAt = "", time.Time{}
+	e.RotationState = stateActive
+	e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
+	if err := persistUniversal(ctx, s, e); err != nil {
+		return err
+	}
+	b.log().Info("deleted the previous Universal Broker client secret", "deployment", e.Name, "install_id", e.InstallID)
+	b.publishEvent(ctx, eventUniversalRetire, "universal/"+e.Name+"/env", "name", e.Name, "deployment_id", e.DeploymentID)
+	return nil
+}
+
+// recordUniversalFailure stores why a step failed and when it is retried.
+func (m *rotationManager) recordUniversalFailure(ctx context.Context, s logical.Storage, cfg *snykConfig, e *universalEntry, err error) {
+	b := m.b
+	now := b.now().UTC()
+	var msg string
+	switch {
+	case snyk.StatusOf(err) == http.StatusTooManyRequests:
+		e.RetryAt = m.pauseFor429(now)
+		msg = fmt.Sprintf("Snyk rate limit (429): background calls paused until %s", e.RetryAt.Format(time.RFC3339))
+	case snyk.Classify(snyk.OpManageSecret, err) == snyk.RefusalSecretLimit && e.PreviousClientSecret == "":
+		e.Failures++
+		e.RetryAt = now.Add(blockedGroupBackoff)
+		msg = fmt.Sprintf("BLOCKED: Snyk refuses a new client secret because install %s holds two already and Vault holds only one of them "+
+			"(an earlier create whose answer was lost, or a secret made outside Vault). Snyk deletes a secret only by its value, so Vault cannot remove the other: "+
+			"delete it where it was made, or replace the install's secret (snyk-broker-config; running clients stop at once) and write the new client_secret to universal/%s. "+
+			"Retrying at %s. Snyk said: %v", e.InstallID, e.Name, e.RetryAt.Format(time.RFC3339), err)
+	default:
+		e.RetryAt = backOff(&e.Failures, now)
+		msg = fmt.Sprintf("attempt %d failed, next at %s: %v", e.Failures, e.RetryAt.Format(time.RFC3339), err)
+	}
+	e.LastRotationError = now.Format(time.RFC3339) + ": " + msg
+	if perr := persistUniversal(ctx, s, e); perr != nil {
+		b.log().Error("rotation: could not record the failure", "deployment", e.Name, "error", perr)
+	}
+	b.log().Error("Universal Broker client secret rotation step failed", "deployment", e.Name, "error", err, "retry_at", e.RetryAt)
+	b.publishEvent(ctx, eventUniversalRotateFail, "universal/"+e.Name+"/env", "name", e.Name, "deployment_id", e.DeploymentID, "error", msg)
+	m.scheduleUniversal(e, cfg)
+}
+
+// persistUniversal stores e right after Snyk answered, retrying storage
+// hiccups: the caller giving up must not lose a secret Snyk shows once.
+func persistUniversal(ctx context.Context, s logical.Storage, e *universalEntry) error {
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = putUniversal(ctx, s, e); err == nil {
+			return nil
+		}
+		if httpx.SleepContext(ctx, time.Duration(attempt+1)*100*time.Millisecond) != nil {
+			break
+		}
+	}
+	return err
+}
+
+// universalSecretRollback reads an interrupted secret creation: unless
+// its secret was stored (or switched to since), the install may hold a
+// second secret Vault never saw, and the next create may be refused for
+// Snyk's limit of two.
+func (b *backend) universalSecretRollback(ctx context.Context, s logical.Storage, data interface{}) error {
+	var w universalWAL
+	if err := mapToStruct(data, &w); err != nil {
+		return err
+	}
+	unlock := b.lockUniversal(w.Name)
+	defer unlock()
+	e, err := getUniversal(ctx, s, w.Name)
+	if err != nil || e == nil || e.InstallID != w.InstallID {
+		return err
+	}
+	if !e.NextCreatedAt.Before(w.StartedAt) || e.LastVaultRotation.After(w.StartedAt) {
+		return nil
+	}
+	msg := "creating a client secret was interrupted: install " + w.InstallID + " may hold a second secret Vault never stored; " +
+		"if the next rotation is refused for Snyk's limit of two secrets, delete the unknown one at Snyk (Vault's is shown by client_secret_fingerprint)"
+	b.log().Warn("interrupted Universal Broker secret creation", "deployment", w.Name, "started_at", w.StartedAt, "detail", msg)
+	e.LastRotationError = b.now().UTC().Format(time.RFC3339) + ": " + msg
+	return putUniversal(ctx, s, e)
+}
+
+// loadUniversal queues every stored deployment (rotation_load.go).
+func (m *rotationManager) loadUniversal(ctx context.Context, s logical.Storage, cfg *snykConfig) (int, error) {
+	names, err := listUniversalNames(ctx, s)
+	if err != nil {
+		return 0, err
+	}
+	for _, name := range names {
+		e, err := getUniversal(ctx, s, strings.TrimSuffix(name, "/"))
+		switch {
+		case errors.Is(err, errCorruptEntry):
+			m.b.log().Error("could not load universal deployment for rotation", "deployment", name, "error", err)
+			continue
+		case err != nil:
+			return 0, err
+		case e == nil:
+			continue
+		}
+		m.scheduleUniversal(e, cfg)
+	}
+	return len(names), nil
+}
