@@ -112,6 +112,11 @@ func run(dir, host string, snykPort, adminPort int, latency time.Duration, rateL
 			return err
 		}
 	}
+	// The demo GitLab connection names the fake GitLab, whose port is
+	// known only now.
+	if err := w.seedUniversalGitLab(&info, info.GitLabURL); err != nil {
+		return err
+	}
 
 	adminLn, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(adminPort)))
 	if err != nil {
@@ -177,8 +182,13 @@ func writeEnvFile(path string, info Info) error {
 		case float64:
 			v = strconv.FormatFloat(x, 'f', -1, 64)
 		case map[string]interface{}:
+			// One level deep, scalars only: nested objects (universal's
+			// maps) have no sensible shell form; sim.json has them.
 			for name, id := range x {
-				fmt.Fprintf(&b, "SIM_%s_%s='%v'\n", strings.ToUpper(k), strings.ToUpper(name), id)
+				switch id.(type) {
+				case string, float64:
+					fmt.Fprintf(&b, "SIM_%s_%s='%v'\n", strings.ToUpper(k), strings.ToUpper(name), id)
+				}
 			}
 			continue
 		default:

@@ -77,6 +77,9 @@ type Info struct {
 	GitHubReadOnlyToken string `json:"github_readonly_token"`
 	GitHubFineGrained   string `json:"github_fine_grained_token"`
 	GitHubExpiredToken  string `json:"github_expired_token"`
+
+	// Universal is the demo Universal Broker deployment (universal.go).
+	Universal UniversalInfo `json:"universal"`
 }
 
 type world struct {
@@ -139,6 +142,7 @@ func newWorld() *world {
 		AzureToken: demoAzureToken, AzureOrg: demoAzureOrg,
 		BitbucketUsername: demoBBUser, BitbucketPassword: demoBBPassword, BitbucketToken: demoBBToken,
 		GitHubReadOnlyToken: demoReadOnlyPAT, GitHubFineGrained: demoFineGrained, GitHubExpiredToken: demoExpiredToken,
+		Universal: w.seedUniversal(),
 	}
 	return w
 }
@@ -274,8 +278,10 @@ func (w *world) secrets() []string {
 //	POST /scm-tokens                {"target":"github"|"gitlab","token","scopes","expires_at"}: a new SCM token
 //	POST /scm-tokens/revoke         {"target","token"}: revoke it at the SCM
 //	GET  /service-accounts?scope=org|group&owner=ID  the IDs of an owner's service accounts
+//	     /universal/...             Universal Broker deployments and install secrets (universal.go)
 func (w *world) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	w.mountUniversal(mux)
 	mux.HandleFunc("GET /tls", func(rw http.ResponseWriter, r *http.Request) {
 		cs, ok := w.certs[r.URL.Query().Get("target")]
 		if !ok {

@@ -47,6 +47,21 @@ type Behaviour struct {
 	// RateLimitRetryAfter sends Retry-After (whole seconds) on those 429s;
 	// Snyk does not document it, so test both ways.
 	RateLimitRetryAfter bool
+
+	// InstallSecretCapStatus answers a create of a third app-install
+	// secret, with InstallSecretCapMessage; Snyk documents the words
+	// ("cannot update secrets") but not the status. 409 by default.
+	InstallSecretCapStatus  int
+	InstallSecretCapMessage string
+	// RevokeAccessTokensWithSecret makes deleting or replacing an
+	// app-install secret also kill the access tokens minted with it; Snyk
+	// does not say whether it does. Off by default: tokens live out their
+	// expiry.
+	RevokeAccessTokensWithSecret bool
+	// TenantNonAdminStatus answers a /rest/tenants/... request by a
+	// principal without the tenant admin role; 403 by default, 404 being the
+	// plausible alternative (the specification lists no 403 there).
+	TenantNonAdminStatus int
 }
 
 // EnableOnBrokered values.
@@ -83,6 +98,15 @@ func (b Behaviour) withDefaults() Behaviour {
 	}
 	if b.EnableOnBrokeredMessage == "" {
 		b.EnableOnBrokeredMessage = EnableOnBrokeredWordings[0].Message
+	}
+	if b.InstallSecretCapStatus == 0 {
+		b.InstallSecretCapStatus = http.StatusConflict
+	}
+	if b.InstallSecretCapMessage == "" {
+		b.InstallSecretCapMessage = "cannot update secrets"
+	}
+	if b.TenantNonAdminStatus == 0 {
+		b.TenantNonAdminStatus = http.StatusForbidden
 	}
 	return b
 }

@@ -1,6 +1,9 @@
 // Package snyktest is a stateful fake of the Snyk API parts the engine uses:
 // the v1 integrations API with Broker-token provisioning and switching, the
-// REST /self and /orgs/{id} reads and the OAuth client-credentials grant.
+// REST /self and /orgs/{id} reads, the OAuth client-credentials grant, and
+// the Universal Broker (tenant deployments, credential references,
+// connections, app-install secrets and the endpoints a Broker client calls;
+// universal*.go).
 //
 // It follows Snyk's API documentation (the v1 API Blueprint, the REST and
 // OAuth specifications at docs.snyk.io); where Snyk's behaviour is not
@@ -94,11 +97,15 @@ type Server struct {
 	switches     int            // successful switch-token calls
 	provisionsBy map[string]int // successful provision-token calls by integration ID
 	switchesBy   map[string]int // successful switch-token calls by integration ID
+	ub           universalState // Universal Broker tenants, installs, deployments
 }
 
 type accessToken struct {
 	clientID string
 	expires  time.Time
+	// secret is the client secret that minted the token, so that revoking
+	// the secret can revoke it too (Behaviour.RevokeAccessTokensWithSecret).
+	secret string
 }
 
 // principal is who a request authenticated as.
@@ -171,6 +178,18 @@ func New(opts Options) *Server {
 		{RouteGroupSAList, s.authed(s.restAPI(s.handleSAList("group")))},
 		{RouteOrgSADelete, s.authed(s.restAPI(s.handleSADelete("org")))},
 		{RouteGroupSADelete, s.authed(s.restAPI(s.handleSADelete("group")))},
+		{RouteUBTenantDeployments, s.authed(s.restAPI(s.handleUBTenantDeployments))},
+		{RouteUBInstallDeployments, s.authed(s.restAPI(s.handleUBInstallDeployments))},
+		{RouteUBCreateDeployment, s.authed(s.restAPI(s.handleUBCreateDeployment))},
+		{RouteUBCredentials, s.authed(s.restAPI(s.handleUBCredentials))},
+		{RouteUBCreateCredentials, s.authed(s.restAPI(s.handleUBCreateCredentials))},
+		{RouteUBConnections, s.authed(s.restAPI(s.handleUBConnections))},
+		{RouteUBCreateConnection, s.authed(s.restAPI(s.handleUBCreateConnection))},
+		{RouteUBContexts, s.authed(s.restAPI(s.handleUBContexts))},
+		{RouteInstallSecrets, s.authed(s.restAPI(s.handleInstallSecrets))},
+		// A Broker client's own calls take only its install's bearer token.
+		{RouteHiddenConnections, s.handleHiddenConnections},
+		{RouteHiddenAuthRefresh, s.handleHiddenAuthRefresh},
 	}
 	for _, rt := range routes {
 		// Faults first, so that counters include throttled and rejected
@@ -327,7 +346,7 @@ func (s *Server) authenticate(header string) (principal, bool) {
 		if !s.apiTokens[cred] {
 			return principal{}, false
 		}
-		id := uuid.NewSHA1(principalNS, []byte("user:"+cred)).String()
+		id := userPrincipalID(cred)
 		return principal{
 			id:       id,
 			name:     "Snyk Test User",
@@ -397,7 +416,7 @@ func (s *Server) handleOAuthToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	tok := randomHex(32)
-	s.accessTokens[tok] = accessToken{clientID: id, expires: now.Add(s.ttl)}
+	s.accessTokens[tok] = accessToken{clientID: id, expires: now.Add(s.ttl), secret: secret}
 	s.known = append(s.known, tok)
 	s.accessIssued++
 	s.mu.Unlock()

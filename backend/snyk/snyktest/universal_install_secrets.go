@@ -1,0 +1,176 @@
+package snyktest
+
+import (
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// RouteInstallSecrets manages the client secrets of an app install (Snyk's
+// REST specification of apps; docs.snyk.io, "Manage App details").
+const RouteInstallSecrets = "POST /rest/orgs/{org_id}/apps/installs/{install_id}/secrets"
+
+// AddAppInstall installs the Snyk Broker App in an org (created without a
+// group if unknown) and returns the install's ID and OAuth client, which
+// /oauth2/token accepts from now on. The client ID is a UUIDv4; the secret's
+// real format is not documented, so it follows the snyk_cs_…_v1 form of
+// Snyk's CLI fixtures.
+func (s *Server) AddAppInstall(orgID string) (installID, clientID, clientSecret string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.orgs[orgID] == nil {
+		s.orgs[orgID] = &org{id: orgID, name: orgID, slug: slugify(orgID)}
+	}
+	u := s.universal()
+	in := &ubInstall{id: u.newID(), orgID: orgID, clientID: uuid.NewString(), installedAt: s.now().UTC()}
+	u.installs[in.id] = in
+	clientSecret = s.newInstallSecret()
+	// The client ID is an identifier (Vault serves and reports it), not a
+	// secret: only the secret goes on the list of credentials to look for.
+	s.clients[in.clientID] = []string{clientSecret}
+	return in.id, in.clientID, clientSecret
+}
+
+// newInstallSecret mints a client secret and remembers it. s.mu must be held.
+func (s *Server) newInstallSecret() string {
+	v := "snyk_cs_" + randomHex(16) + "_v1"
+	s.known = append(s.known, v)
+	return v
+}
+
+// InstallSecrets returns the install's currently valid client secrets
+// (nil for an unknown install).
+func (s *Server) InstallSecrets(installID string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.universal().installs[installID]
+	if in == nil {
+		return nil
+	}
+	return slices.Clone(s.clients[in.clientID])
+}
+
+// ReplaceInstallSecretOutsideVault does what `snyk-broker-config workflows
+// setup` does: mode=replace, leaving one new secret. It returns that secret
+// ("" for an unknown install) and is not counted by InstallSecretCalls.
+func (s *Server) ReplaceInstallSecretOutsideVault(installID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.universal().installs[installID]
+	if in == nil {
+		return ""
+	}
+	return s.replaceInstallSecret(in)
+}
+
+// replaceInstallSecret leaves one new secret. s.mu must be held.
+func (s *Server) replaceInstallSecret(in *ubInstall) string {
+	old := s.clients[in.clientID]
+	v := s.newInstallSecret()
+	s.clients[in.clientID] = []string{v}
+	s.secretsRevoked(in.clientID, old)
+	return v
+}
+
+// secretsRevoked drops the access tokens minted with revoked secrets when
+// the behaviour says live tokens die with their secret. s.mu must be held.
+func (s *Server) secretsRevoked(clientID string, revoked []string) {
+	if !s.behaviour.RevokeAccessTokensWithSecret {
+		return
+	}
+	for tok, at := range s.accessTokens {
+		if at.clientID == clientID && slices.Contains(revoked, at.secret) {
+			delete(s.accessTokens, tok)
+		}
+	}
+}
+
+// InstallSecretCalls returns how many create, delete and replace calls on
+// the install's secrets succeeded.
+func (s *Server) InstallSecretCalls(installID string) (creates, deletes, replaces int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in := s.universal().installs[installID]; in != nil {
+		return in.creates, in.deletes, in.replaces
+	}
+	return 0, 0, 0
+}
+
+// handleInstallSecrets applies Snyk's documented secret rules to an install:
+// create adds a secret beside the current one (at most two), replace leaves
+// one new secret and invalidates the others at once, delete invalidates the
+// given one at once but never the last. No answer carries a secret except
+// the new one of create and replace.
+func (s *Server) handleInstallSecrets(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Data struct {
+			Type       string `json:"type"`
+			Attributes struct {
+				Mode   string `json:"mode"`
+				Secret string `json:"secret"`
+			} `json:"attributes"`
+		} `json:"data"`
+	}
+	if !decodeJSONAPI(w, r, &req) {
+		return
+	}
+	if req.Data.Type != "app" {
+		ubError(w, badField("/data/type", "type must be app"))
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.universal().installs[r.PathValue("install_id")]
+	if in == nil || in.orgID != r.PathValue("org_id") {
+		restError(w, http.StatusNotFound, "Install not found", "")
+		return
+	}
+	secrets := s.clients[in.clientID]
+	var created string
+	switch mode := req.Data.Attributes.Mode; mode {
+	case "create":
+		if len(secrets) >= maxSecrets {
+			// Snyk documents the words; the status is a switch (409 by
+			// default, which the specification lists).
+			restError(w, s.behaviour.InstallSecretCapStatus, s.behaviour.InstallSecretCapMessage, "")
+			return
+		}
+		created = s.newInstallSecret()
+		s.clients[in.clientID] = append(slices.Clone(secrets), created)
+		in.creates++
+	case "replace":
+		created = s.replaceInstallSecret(in)
+		in.replaces++
+	case "delete":
+		i := slices.Index(secrets, req.Data.Attributes.Secret)
+		switch {
+		case req.Data.Attributes.Secret == "":
+			ubError(w, badField("/data/attributes/secret", "secret is required to delete a secret"))
+			return
+		case i < 0:
+			// The value is not echoed: it may be a live secret of
+			// something else.
+			ubError(w, badField("/data/attributes/secret", "the secret to delete is not a current secret of this install"))
+			return
+		case len(secrets) == 1:
+			ubError(w, badField("/data/attributes/secret", "the last secret of an install cannot be deleted"))
+			return
+		}
+		s.clients[in.clientID] = slices.Delete(slices.Clone(secrets), i, i+1)
+		s.secretsRevoked(in.clientID, secrets[i:i+1])
+		in.deletes++
+	default:
+		ubError(w, badField("/data/attributes/mode", "mode must be one of create, delete, replace"))
+		return
+	}
+	attrs := map[string]any{"client_id": in.clientID, "installed_at": in.installedAt.Format(time.RFC3339)}
+	if created != "" {
+		attrs["client_secret"] = created
+	}
+	writeREST(w, http.StatusOK, map[string]any{
+		"jsonapi": jsonAPIVersion,
+		"data":    map[string]any{"id": in.id, "type": "app_install", "attributes": attrs},
+	})
+}
