@@ -55,15 +55,15 @@ exec {
 		t.Fatalf("Agent did not start the child: %v", err)
 	}
 	first := runs[0]
-	if first.brokerToken != current {
-		t.Errorf("child started with BROKER_TOKEN %q, want the current token %q", first.brokerToken, current)
+	if first.secret != current {
+		t.Errorf("child started with BROKER_TOKEN %q, want the current token %q", first.secret, current)
 	}
-	if first.githubToken != s.sim.info.GitHubToken {
-		t.Errorf("child started with GITHUB_TOKEN %q, want %q", first.githubToken, s.sim.info.GitHubToken)
+	if first.scmToken != s.sim.info.GitHubToken {
+		t.Errorf("child started with GITHUB_TOKEN %q, want %q", first.scmToken, s.sim.info.GitHubToken)
 	}
 	for _, leaked := range []string{"VAULT_BINARY", "PLUGIN_BINARY", "VAULT_TOKEN", "VAULT_ADDR"} {
-		if strings.Contains(" "+first.envNames+" ", " "+leaked+" ") {
-			t.Errorf("the child's environment has %s (Agent must start with a clean environment): %s", leaked, first.envNames)
+		if strings.Contains(" "+first.extra+" ", " "+leaked+" ") {
+			t.Errorf("the child's environment has %s (Agent must start with a clean environment): %s", leaked, first.extra)
 		}
 	}
 
@@ -75,7 +75,7 @@ exec {
 		agentAlive(t, agent)
 		runs = readChildRuns(t, childLog)
 		for _, r := range runs[1:] {
-			if r.brokerToken == fresh {
+			if r.secret == fresh {
 				restarted = r
 				return true, nil
 			}
@@ -89,18 +89,18 @@ exec {
 	if restarted.pid == first.pid {
 		t.Errorf("the new token was seen by the same process %d", first.pid)
 	}
-	if restarted.githubToken != s.sim.info.GitHubToken {
-		t.Errorf("restarted child GITHUB_TOKEN = %q, want %q", restarted.githubToken, s.sim.info.GitHubToken)
+	if restarted.scmToken != s.sim.info.GitHubToken {
+		t.Errorf("restarted child GITHUB_TOKEN = %q, want %q", restarted.scmToken, s.sim.info.GitHubToken)
 	}
 	if err := waitFor(10*time.Second, 100*time.Millisecond, func() (bool, error) { return !pidAlive(first.pid), nil }); err != nil {
 		t.Errorf("the first child (pid %d) still runs after the restart", first.pid)
 	}
-	if last := runs[len(runs)-1]; last.brokerToken != fresh {
-		t.Errorf("the last child run has BROKER_TOKEN %q, want the new token %q", last.brokerToken, fresh)
+	if last := runs[len(runs)-1]; last.secret != fresh {
+		t.Errorf("the last child run has BROKER_TOKEN %q, want the new token %q", last.secret, fresh)
 	}
 	for _, r := range runs {
-		if r.brokerToken != first.brokerToken && r.brokerToken != fresh {
-			t.Errorf("a child ran with an unexpected BROKER_TOKEN %q", r.brokerToken)
+		if r.secret != first.secret && r.secret != fresh {
+			t.Errorf("a child ran with an unexpected BROKER_TOKEN %q", r.secret)
 		}
 	}
 	if !pidAlive(restarted.pid) {

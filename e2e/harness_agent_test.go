@@ -143,11 +143,14 @@ func parseEnvFile(raw string) map[string]string {
 }
 
 // childRun is one start of the exec-mode child, as it logged itself.
+// childRun is one start of a stand-in client, as its script records it on
+// one line: the secret it got (BROKER_TOKEN or CLIENT_SECRET), an SCM token,
+// the unix time, its pid, and a fifth value the test chooses.
 type childRun struct {
-	brokerToken, githubToken string
-	startedAt                time.Time
-	pid                      int
-	envNames                 string
+	secret, scmToken string
+	startedAt        time.Time
+	pid              int
+	extra            string
 }
 
 func readChildRuns(t *testing.T, path string) []childRun {
@@ -164,7 +167,7 @@ func readChildRuns(t *testing.T, path string) []childRun {
 		}
 		sec, _ := strconv.ParseInt(f[2], 10, 64)
 		pid, _ := strconv.Atoi(f[3])
-		runs = append(runs, childRun{brokerToken: f[0], githubToken: f[1], startedAt: time.Unix(sec, 0), pid: pid, envNames: f[4]})
+		runs = append(runs, childRun{secret: f[0], scmToken: f[1], startedAt: time.Unix(sec, 0), pid: pid, extra: f[4]})
 	}
 	return runs
 }

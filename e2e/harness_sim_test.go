@@ -41,6 +41,25 @@ type simInfo struct {
 	RotatableClientSecret string `json:"rotatable_client_secret"`
 	ServiceAccountID      string `json:"service_account_id"`
 	ServiceAccountOrgID   string `json:"service_account_org_id"`
+
+	// Universal is the demo Universal Broker deployment.
+	Universal simUniversal `json:"universal"`
+}
+
+type simUniversal struct {
+	TenantID     string                   `json:"tenant_id"`
+	InstallID    string                   `json:"install_id"`
+	InstallOrgID string                   `json:"install_org_id"`
+	DeploymentID string                   `json:"deployment_id"`
+	ClientID     string                   `json:"client_id"`
+	ClientSecret string                   `json:"client_secret"`
+	Connections  map[string]string        `json:"connections"`
+	Credentials  map[string]simCredential `json:"credentials"`
+}
+
+type simCredential struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
 }
 
 type simIntegration struct {
