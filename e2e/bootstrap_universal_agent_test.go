@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBootstrapUniversalAgentConfig runs Vault Agent with
+// bootstrap/agent/universal-broker-client.hcl (the file operators deploy)
+// against the engine's universal/<name>/env, with a stand-in `broker` on
+// PATH that records the environment and the .env it was started with: the
+// platform credentials come as variables, every credential reference as a
+// dotenv line the client can expand ${NAME} from.
+func TestBootstrapUniversalAgentConfig(t *testing.T) {
+	s := newTestStack(t)
+	createUniversal(t, s)
+	u := s.sim.info.Universal
+	policy := `path "snyk/universal/demo/env" {
+  capabilities = ["read"]
+}
+`
+	if err := s.vault.client.Sys().PutPolicy("universal-demo-reader", policy); err != nil {
+		t.Fatal(err)
+	}
+	token := bootstrapToken(t, s, false, "universal-demo-reader")
+
+	dir := t.TempDir()
+	wd, bin := filepath.Join(dir, "broker"), filepath.Join(dir, "bin")
+	for _, d := range []string{wd, bin} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "broker-env")
+	// The stand-in waits for .env (Agent renders it beside starting the
+	// child), then records both.
+	stub := "#!/bin/sh\nfor i in $(seq 100); do [ -s .env ] && break; sleep 0.1; done\n" +
+		"{ echo \"ARGS=$*\"; env; echo '#DOTENV'; cat .env; } > \"$BOOTSTRAP_OUT.tmp\" && mv \"$BOOTSTRAP_OUT.tmp\" \"$BOOTSTRAP_OUT\"\nexec sleep 300\n"
+	if err := os.WriteFile(filepath.Join(bin, "broker"), []byte(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	environ := []string{
+		"PATH=" + bin + ":/usr/local/bin:/usr/bin:/bin", "HOME=" + dir, "BOOTSTRAP_OUT=" + out,
+		"SNYK_UNIVERSAL_SECRET=" + mountPath + "/universal/demo/env", "PORT=8000",
+	}
+	config := filepath.Join(bootstrapDir(t), "agent", "universal-broker-client.hcl")
+	p := bootstrapStartAgent(t, dir, wd, environ, config, bootstrapAgentAuth(t, s, dir, token))
+	recorded := bootstrapWaitFile(t, p, out)
+	vars, dotenv, _ := strings.Cut(recorded, "#DOTENV\n")
+
+	got := map[string]string{}
+	for _, line := range strings.Split(vars, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			got[k] = v
+		}
+	}
+	want := map[string]string{
+		"ARGS": "client", "DEPLOYMENT_ID": u.DeploymentID, "CLIENT_ID": u.ClientID, "CLIENT_SECRET": u.ClientSecret,
+		"UNIVERSAL_BROKER_ENABLED": "true", "UNIVERSAL_BROKER_GA": "true", "API_BASE_URL": s.sim.info.SnykURL, "PORT": "8000",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("client variable %s = %q, want %q", k, got[k], v)
+		}
+	}
+	if got["BROKER_SERVER_URL"] == "" {
+		t.Error("client has no BROKER_SERVER_URL")
+	}
+	if _, ok := got["VAULT_TOKEN"]; ok {
+		t.Error("the client's environment must not carry Agent's token")
+	}
+
+	lines := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(dotenv), "\n") {
+		k, quoted, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf(".env line %q is not KEY=value", line)
+		}
+		var v string
+		if err := json.Unmarshal([]byte(quoted), &v); err != nil {
+			t.Fatalf(".env value of %s is not a quoted string: %v", k, err)
+		}
+		lines[k] = v
+	}
+	for name, c := range u.Credentials {
+		if lines[name] != c.Value {
+			t.Errorf(".env %s = %q, want the credential's value", name, lines[name])
+		}
+	}
+	for _, platform := range []string{"CLIENT_SECRET", "DEPLOYMENT_ID", "CLIENT_ID"} {
+		if _, ok := lines[platform]; ok {
+			t.Errorf(".env repeats %s: the platform credentials come as variables only", platform)
+		}
+	}
+	if info, err := os.Stat(filepath.Join(wd, ".env")); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf(".env mode: %v %v, want 0600", info, err)
+	}
+}
