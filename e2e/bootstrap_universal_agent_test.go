@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +30,8 @@ func TestBootstrapUniversalAgentConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	token := bootstrapToken(t, s, false, "universal-demo-reader")
+	// A GitHub App key is a file, never a variable or a dotenv line.
+	s.write(t, universalPath+"/credentials/app.pem", map[string]interface{}{"value": testPrivateKeyPEM(t)})
 
 	dir := t.TempDir()
 	wd, bin := filepath.Join(dir, "broker"), filepath.Join(dir, "bin")
@@ -35,10 +41,7 @@ func TestBootstrapUniversalAgentConfig(t *testing.T) {
 		}
 	}
 	out := filepath.Join(dir, "broker-env")
-	// The stand-in waits for .env (Agent renders it beside starting the
-	// child), then records both.
-	stub := "#!/bin/sh\nfor i in $(seq 100); do [ -s .env ] && break; sleep 0.1; done\n" +
-		"{ echo \"ARGS=$*\"; env; echo '#DOTENV'; cat .env; } > \"$BOOTSTRAP_OUT.tmp\" && mv \"$BOOTSTRAP_OUT.tmp\" \"$BOOTSTRAP_OUT\"\nexec sleep 300\n"
+	stub := "#!/bin/sh\n{ echo \"ARGS=$*\"; env; echo '#DOTENV'; cat .env; } > \"$BOOTSTRAP_OUT.tmp\" && mv \"$BOOTSTRAP_OUT.tmp\" \"$BOOTSTRAP_OUT\"\nexec sleep 300\n"
 	if err := os.WriteFile(filepath.Join(bin, "broker"), []byte(stub), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +72,10 @@ func TestBootstrapUniversalAgentConfig(t *testing.T) {
 	if got["BROKER_SERVER_URL"] == "" {
 		t.Error("client has no BROKER_SERVER_URL")
 	}
-	if _, ok := got["VAULT_TOKEN"]; ok {
-		t.Error("the client's environment must not carry Agent's token")
+	for _, leaked := range []string{"VAULT_TOKEN", "SNYK_UNIVERSAL_DOTENV", "app.pem"} {
+		if _, ok := got[leaked]; ok {
+			t.Errorf("the client's environment must not carry %s", leaked)
+		}
 	}
 
 	lines := map[string]string{}
@@ -90,12 +95,23 @@ func TestBootstrapUniversalAgentConfig(t *testing.T) {
 			t.Errorf(".env %s = %q, want the credential's value", name, lines[name])
 		}
 	}
-	for _, platform := range []string{"CLIENT_SECRET", "DEPLOYMENT_ID", "CLIENT_ID"} {
+	for _, platform := range []string{"CLIENT_SECRET", "DEPLOYMENT_ID", "CLIENT_ID", "app.pem"} {
 		if _, ok := lines[platform]; ok {
-			t.Errorf(".env repeats %s: the platform credentials come as variables only", platform)
+			t.Errorf(".env has %s: the platform credentials come as variables, a .pem key as a file", platform)
 		}
 	}
 	if info, err := os.Stat(filepath.Join(wd, ".env")); err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf(".env mode: %v %v, want 0600", info, err)
 	}
+}
+
+// testPrivateKeyPEM is a fresh RSA key in PKCS#1 PEM, as GitHub issues an
+// App's private key.
+func testPrivateKeyPEM(t *testing.T) string {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
 }

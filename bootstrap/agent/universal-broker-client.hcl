@@ -1,15 +1,21 @@
 # Vault Agent in process-supervisor mode for a Snyk Universal Broker client.
 # Agent renders the client's platform credentials from the engine's leased
-# environment and starts `broker client` with them; when CLIENT_SECRET
-# changes (the engine switched to the next client secret) it restarts the
-# client, which reads its OAuth credentials only at start-up. The old secret
-# keeps working for ttl + client_exit_window after the switch, so a restart
-# within that window loses nothing.
+# environment and starts `broker client` with them; when a rendered value
+# changes (the engine switched to the next client secret, or a credential
+# value was replaced) it restarts the client, which reads its OAuth
+# credentials only at start-up. The old secret keeps working for
+# ttl + client_exit_window after a switch, so a restart within that window
+# loses nothing.
 #
 # The credential references (one variable per reference, named by the
-# deployment at Snyk) are rendered into .env in Agent's working directory,
-# which is the client's: the client expands a connection's ${NAME} from its
-# environment and from .env, and re-reads .env at every configuration sync.
+# deployment at Snyk) cannot be listed here, and Agent allows no file
+# template beside env_template: they are rendered into one variable as
+# dotenv lines, which the start command writes to .env in the working
+# directory (mode 0600) and removes from the environment before starting the
+# client. The client expands a connection's ${NAME} from its environment and
+# from .env. A GitHub App key (a credential whose name ends in .pem) is a
+# file the client reads by path: mount it another way (Snyk's Helm chart does
+# this for keys ending in .pem; see bootstrap/kubernetes/universal-broker-vso.yaml).
 #
 # Combine with a deployment-specific file for auto_auth and the Vault address:
 #   vault agent -config=universal-broker-client.hcl -config=auth.hcl
@@ -63,13 +69,9 @@ env_template "API_BASE_URL" {
   error_on_missing_key = true
 }
 
-template {
+env_template "SNYK_UNIVERSAL_DOTENV" {
   # Every credential reference, one KEY="value" line each (JSON string
-  # quoting, which dotenv reads). A GitHub App key (a name ending in .pem)
-  # is a file, not a variable: render it with a template of its own.
-  destination          = ".env"
-  perms                = "0600"
-  error_on_missing_key = true
+  # quoting, which dotenv reads), .pem files left out.
   contents             = <<-EOT
   {{- with secret (env "SNYK_UNIVERSAL_SECRET") }}
   {{- range $name, $value := .Data.env }}
@@ -79,10 +81,11 @@ template {
   {{- end }}
   {{- end }}
   EOT
+  error_on_missing_key = true
 }
 
 exec {
-  command                   = ["broker", "client"]
+  command                   = ["/bin/sh", "-c", "umask 077 && printf '%s\\n' \"$SNYK_UNIVERSAL_DOTENV\" > .env && unset SNYK_UNIVERSAL_DOTENV && exec broker client"]
   restart_on_secret_changes = "always"
   restart_stop_signal       = "SIGTERM"
 }
