@@ -29,7 +29,7 @@ func TestBootstrapUniversalAgentConfig(t *testing.T) {
 	if err := s.vault.client.Sys().PutPolicy("universal-demo-reader", policy); err != nil {
 		t.Fatal(err)
 	}
-	token := bootstrapToken(t, s, false, "universal-demo-reader")
+	token := bootstrapToken(t, s, true, "universal-demo-reader")
 	// A GitHub App key is a file, never a variable or a dotenv line.
 	s.write(t, universalPath+"/credentials/app.pem", map[string]interface{}{"value": testPrivateKeyPEM(t)})
 
