@@ -104,6 +104,19 @@ HCL
     org_id="$SIM_ORGS_PAYMENTS" scm_token=- scm_api_url="$SIM_GITHUB_URL" \
     broker_client_url=http://127.0.0.1:8000
 
+  echo "==> creating the demo Universal Broker deployment snyk/universal/demo (a GitHub and a GitLab connection)"
+  # The request carries secrets: written to a private file, not the command line.
+  (umask 077 && cat >"$dev/universal-demo.json" <<JSON
+{"tenant_id": "$SIM_UNIVERSAL_TENANT_ID", "install_id": "$SIM_UNIVERSAL_INSTALL_ID",
+ "install_org_id": "$SIM_UNIVERSAL_INSTALL_ORG_ID", "deployment_id": "$SIM_UNIVERSAL_DEPLOYMENT_ID",
+ "client_id": "$SIM_UNIVERSAL_CLIENT_ID", "client_secret": "$SIM_UNIVERSAL_CLIENT_SECRET",
+ "credentials": {"MY_GITHUB_TOKEN": {"value": "$SIM_GITHUB_TOKEN", "scm_api_url": "$SIM_GITHUB_URL"},
+                 "MY_GITLAB_TOKEN": "$SIM_GITLAB_TOKEN"}}
+JSON
+  )
+  "$vault" write snyk/universal/demo @"$dev/universal-demo.json" >/dev/null
+  rm -f "$dev/universal-demo.json"
+
   cat >"$dev/env.sh" <<ENV
 export VAULT_ADDR=$VAULT_ADDR
 export VAULT_TOKEN=$root_token
@@ -112,6 +125,9 @@ ENV
   echo
   echo "==> vault read snyk/broker/payments/github"
   "$vault" read snyk/broker/payments/github
+  echo
+  echo "==> vault read snyk/universal/demo/env"
+  "$vault" read snyk/universal/demo/env
 
   cat <<MSG
 
@@ -119,6 +135,8 @@ The engine is running in a real Vault against the simulator.
   . $dev/env.sh                     # VAULT_ADDR and VAULT_TOKEN for this Vault
   $vault read snyk/integrations/payments/github
   $vault write -f snyk/broker/payments/github/rotate
+  $vault read snyk/universal/demo
+  $vault write -f snyk/universal/demo/rotate
   $vault write snyk/integrations/payments/gitlab org_id=$SIM_ORGS_PAYMENTS scm_token=$SIM_GITLAB_TOKEN scm_url=$SIM_GITLAB_URL
 Logs: $dev/vault.log, $dev/sim.log. Simulator admin API: $SIM_ADMIN_URL/state
 Stop everything with: make dev-stop
