@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/fault"
@@ -398,3 +400,116 @@ func testPrivateKeyPEM(t *testing.T) string {
 
 // dump renders response data for substring checks.
 func dump(v interface{}) string { return fmt.Sprintf("%v", v) }
+
+// TestUniversalCrashAtEveryStep: a kill -9 between any two steps of a
+// rotation leaves a stored state (and maybe a WAL entry); a restarted
+// engine finishes from it, never creating twice, never losing a working
+// secret, and reporting what it cannot know.
+func TestUniversalCrashAtEveryStep(t *testing.T) {
+	type state struct {
+		env *testEnv
+		w   ubWorld
+	}
+	stored := func(s state) *universalEntry {
+		e, err := getUniversal(context.Background(), s.env.storage, "prod")
+		if err != nil || e == nil {
+			s.env.t.Fatalf("stored entry: %v", err)
+		}
+		return e
+	}
+	putWAL := func(s state) {
+		if _, err := framework.PutWAL(context.Background(), s.env.storage, walKindUniversalSecret,
+			&universalWAL{Name: "prod", InstallID: s.w.install, StartedAt: s.env.clock.Now().UTC()}); err != nil {
+			s.env.t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name string
+		// crash leaves the state a kill -9 at that step leaves.
+		crash func(s state)
+		// then checks what the restarted engine did.
+		then func(t *testing.T, s state)
+	}{
+		{"after the WAL entry, before the creation call", putWAL, func(t *testing.T, s state) {
+			if msg := stored(s).LastRotationError; !strings.Contains(msg, "may hold a second secret") {
+				t.Fatalf("the interrupted creation is not reported: %q", msg)
+			}
+			s.env.advance(time.Minute, 10*time.Second)
+			if next, _ := s.env.ubEnv().Data["next_client_secret"].(string); next == "" {
+				t.Fatal("Snyk made nothing, so the next attempt creates the secret")
+			}
+		}},
+		{"after the creation, before storing it", func(s state) {
+			putWAL(s)
+			// The engine is gone: Snyk applies a create nobody reads.
+			client, _ := s.env.b.snykClient(context.Background(), s.env.view)
+			if _, err := client.ManageInstallSecret(context.Background(), testOrgID, s.w.install, "create", ""); err != nil {
+				s.env.t.Fatal(err)
+			}
+		}, func(t *testing.T, s state) {
+			if msg := stored(s).LastRotationError; !strings.Contains(msg, "may hold a second secret") {
+				t.Fatalf("the interrupted creation is not reported: %q", msg)
+			}
+			s.env.advance(time.Minute, 10*time.Second)
+			if msg := stored(s).LastRotationError; !strings.Contains(msg, "BLOCKED") {
+				t.Fatalf("the next creation meets the cap; the deployment must say so: %q", msg)
+			}
+			if s.env.ubEnv().Data["CLIENT_SECRET"] != s.w.secret {
+				t.Fatal("the working secret must stay served")
+			}
+		}},
+		{"after storing the next secret, before deleting the WAL entry", func(s state) {
+			s.env.tick()
+			putWAL(s)
+			// The entry is older than the stored secret: recovery has nothing to add.
+			s.env.clock.Advance(-time.Second)
+		}, func(t *testing.T, s state) {
+			e := stored(s)
+			if e.NextClientSecret == "" || e.LastRotationError != "" {
+				t.Fatalf("next %v, error %q", e.NextClientSecret != "", e.LastRotationError)
+			}
+		}},
+		{"before storing the switch", func(s state) {
+			s.env.tick()
+			s.env.clock.Advance(time.Hour)
+		}, func(t *testing.T, s state) {
+			next := stored(s).NextClientSecret
+			s.env.tick()
+			if got := s.env.ubEnv().Data["CLIENT_SECRET"]; got != next {
+				t.Fatal("the held next secret is switched to by the restarted engine")
+			}
+			if c, _, _ := s.env.snyk.InstallSecretCalls(s.w.install); c != 1 {
+				t.Fatalf("%d creations, want 1", c)
+			}
+		}},
+		{"after the deletion at Snyk, before storing it", func(s state) {
+			s.env.tick()
+			s.env.advance(time.Hour, time.Minute)
+			prev := stored(s).PreviousClientSecret
+			client, _ := s.env.b.snykClient(context.Background(), s.env.view)
+			if _, err := client.ManageInstallSecret(context.Background(), testOrgID, s.w.install, "delete", prev); err != nil {
+				s.env.t.Fatal(err)
+			}
+			s.env.clock.Advance(45 * time.Minute)
+		}, func(t *testing.T, s state) {
+			s.env.tick()
+			e := stored(s)
+			if e.PreviousClientSecret != "" || e.RotationState != stateActive || e.LastRotationError != "" {
+				t.Fatalf("the deleted secret must be settled by /oauth2/token: state %s, error %q", e.RotationState, e.LastRotationError)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newTestEnv(t)
+			env.configure(nil)
+			w := env.universalWorld()
+			env.ubRotating(w)
+			env.clock.Advance(23*time.Hour + time.Minute)
+			s := state{env: env, w: w}
+			tc.crash(s)
+			env.restart()
+			tc.then(t, s)
+		})
+	}
+}
