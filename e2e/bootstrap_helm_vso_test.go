@@ -79,7 +79,7 @@ func TestVSORecipeRestartsTheBrokerAtTheSwitch(t *testing.T) {
 	}
 	vso.SetToken(bootstrapToken(t, s, true, policy))
 
-	op := &vsoStaticCredsModel{t: t, client: vso, path: vds.Spec.Mount + "/" + vds.Spec.Path, templates: vds.templates()}
+	op := &vsoStaticCredsModel{t: t, client: vso, path: vds.Spec.Mount + "/" + vds.Spec.Path, render: vds.renderer(t)}
 	op.sync(time.Now()) // the initial sync (VSO restarts on it too; not counted)
 	sawProvisional := false
 	// Up to 10 s past the first switch: the next rotation's provision comes
@@ -150,13 +150,24 @@ type renderedVDS struct {
 	} `yaml:"spec"`
 }
 
-func (v renderedVDS) templates() map[string]*template.Template {
-	tr := v.Spec.Destination.Transformation
-	out := map[string]*template.Template{}
-	for key, tmpl := range tr.Templates {
-		out[key] = template.Must(template.New(key).Option("missingkey=error").Parse(tmpl.Text))
+// renderer is what VSO writes into the Secret from the data it read: the
+// transformation's templates, executed as VSO does.
+func (v renderedVDS) renderer(t *testing.T) func(map[string]interface{}) map[string]string {
+	tmpls := map[string]*template.Template{}
+	for key, tmpl := range v.Spec.Destination.Transformation.Templates {
+		tmpls[key] = template.Must(template.New(key).Option("missingkey=error").Parse(tmpl.Text))
 	}
-	return out
+	return func(data map[string]interface{}) map[string]string {
+		rendered := map[string]string{}
+		for key, tmpl := range tmpls {
+			var b bytes.Buffer
+			if err := tmpl.Execute(&b, map[string]interface{}{"Secrets": data}); err != nil {
+				t.Fatalf("rendering template %s: %v", key, err)
+			}
+			rendered[key] = b.String()
+		}
+		return rendered
+	}
 }
 
 func renderVaultDynamicSecret(t *testing.T, helm, release, scmType, integration string) renderedVDS {
@@ -199,7 +210,7 @@ type vsoStaticCredsModel struct {
 	t          *testing.T
 	client     *api.Client
 	path       string
-	templates  map[string]*template.Template
+	render     func(map[string]interface{}) map[string]string
 	last       vsoStaticMeta
 	lastData   map[string]string
 	lastRaw    map[string]interface{}
@@ -252,14 +263,7 @@ func (m *vsoStaticCredsModel) sync(now time.Time) {
 		}
 		now = time.Now()
 	}
-	rendered := map[string]string{}
-	for key, tmpl := range m.templates {
-		var b bytes.Buffer
-		if err := tmpl.Execute(&b, map[string]interface{}{"Secrets": data}); err != nil {
-			m.t.Fatalf("rendering template %s: %v", key, err)
-		}
-		rendered[key] = b.String()
-	}
+	rendered := m.render(data)
 	if m.lastData != nil && !equalStringMaps(rendered, m.lastData) {
 		m.restarts = append(m.restarts, vsoRestart{at: now, data: rendered})
 	}

@@ -348,8 +348,14 @@ func helmTemplate(t *testing.T, helm, release string, args ...string) []map[stri
 	if err != nil {
 		t.Fatalf("helm template %v: %v\n%s", args, err, stderr.String())
 	}
+	return decodeDocs(t, "helm output", out)
+}
+
+// decodeDocs reads a multi-document YAML stream.
+func decodeDocs(t *testing.T, what string, raw []byte) []map[string]any {
+	t.Helper()
 	var docs []map[string]any
-	dec := yamlv3.NewDecoder(bytes.NewReader(out))
+	dec := yamlv3.NewDecoder(bytes.NewReader(raw))
 	for {
 		var d map[string]any
 		err := dec.Decode(&d)
@@ -357,7 +363,7 @@ func helmTemplate(t *testing.T, helm, release string, args ...string) []map[stri
 			break
 		}
 		if err != nil {
-			t.Fatalf("helm output is not YAML: %v\n%s", err, out)
+			t.Fatalf("%s is not YAML: %v\n%s", what, err, raw)
 		}
 		if d != nil {
 			docs = append(docs, d)
