@@ -114,6 +114,22 @@ func TestBootstrapPolicies(t *testing.T) {
 			t.Errorf("%s: rotate response %v, want broker_token_fingerprint %s", who, r, fingerprintOf(cur))
 		}
 
+		// Universal Broker deployments: managed, rotated, never read.
+		bootstrapAllowed(t, op, who, "write", universalPath, universalData(s))
+		if ub := bootstrapAllowed(t, op, who, "read", universalPath, nil); ub == nil || str(ub.Data["deployment_id"]) != i.Universal.DeploymentID {
+			t.Errorf("%s: read %s = %v", who, universalPath, ub)
+		}
+		if keys := bootstrapKeys(t, bootstrapAllowed(t, op, who, "list", mountPath+"/universal", nil)); !bootstrapHas(keys, "demo") {
+			t.Errorf("%s: list snyk/universal = %v", who, keys)
+		}
+		bootstrapAllowed(t, op, who, "write", universalPath+"/credentials/MY_GITLAB_TOKEN", map[string]interface{}{"value": i.GitLabToken})
+		if keys := bootstrapKeys(t, bootstrapAllowed(t, op, who, "list", universalPath+"/credentials", nil)); len(keys) != 2 {
+			t.Errorf("%s: list credentials = %v", who, keys)
+		}
+		bootstrapAllowed(t, op, who, "write", universalPath+"/rotate", nil)
+		bootstrapDenied(t, op, who, "read", universalEnvPath, nil)
+		bootstrapAllowed(t, op, who, "delete", universalPath, nil)
+
 		// Operators manage tokens; they do not read them.
 		bootstrapDenied(t, op, who, "read", brokerPath, nil)
 		bootstrapDenied(t, op, who, "read", otherBroker, nil)

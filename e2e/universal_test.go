@@ -31,8 +31,13 @@ const (
 // to watch.
 func createUniversal(t *testing.T, s *stack) *api.Secret {
 	t.Helper()
+	return s.write(t, universalPath, universalData(s))
+}
+
+// universalData is a valid create request of the demo deployment.
+func universalData(s *stack) map[string]interface{} {
 	u := s.sim.info.Universal
-	return s.write(t, universalPath, map[string]interface{}{
+	return map[string]interface{}{
 		"tenant_id": u.TenantID, "install_id": u.InstallID, "install_org_id": u.InstallOrgID, "deployment_id": u.DeploymentID,
 		"client_id": u.ClientID, "client_secret": u.ClientSecret,
 		"credentials": map[string]interface{}{
@@ -45,7 +50,7 @@ func createUniversal(t *testing.T, s *stack) *api.Secret {
 		"rotation_period":    fmt.Sprintf("%ds", int(universalPeriod.Seconds())),
 		"provision_ahead":    fmt.Sprintf("%ds", int(universalProvision.Seconds())),
 		"client_exit_window": fmt.Sprintf("%ds", int(universalExitWindow.Seconds())),
-	})
+	}
 }
 
 type installSecrets struct {

@@ -25,3 +25,25 @@ path "snyk/scm/validate" {
 path "snyk/status" {
   capabilities = ["read"]
 }
+
+# Universal Broker deployments: settings, credential values (write-only) and
+# rotation; no read on snyk/universal/+/env, which Broker clients read.
+path "snyk/universal" {
+  capabilities = ["list"]
+}
+
+path "snyk/universal/+" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+
+path "snyk/universal/+/credentials" {
+  capabilities = ["list"]
+}
+
+path "snyk/universal/+/credentials/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+
+path "snyk/universal/+/rotate" {
+  capabilities = ["update"]
+}
