@@ -53,7 +53,7 @@ func (m *engineMetrics) rotationEvent(eventType string) {
 
 // exposition renders the metrics, with gauges computed from the stored
 // integrations, in Prometheus's text format.
-func (m *engineMetrics) exposition(entries []*integrationEntry, cfg *snykConfig, now time.Time) ([]byte, error) {
+func (m *engineMetrics) exposition(entries []*integrationEntry, universalAttention int, cfg *snykConfig, now time.Time) ([]byte, error) {
 	byState := map[string]float64{stateActive: 0, stateProvisioned: 0, stateSwitchPending: 0}
 	byStatus := map[string]float64{scmStatusOK: 0, scmStatusExpiring: 0, scmStatusInvalid: 0, scmStatusUnknown: 0}
 	nextSwitch := family("snyk_broker_next_switch_seconds", "Seconds until the integration's next scheduled switch (negative when overdue).", dto.MetricType_GAUGE)
@@ -105,6 +105,8 @@ func (m *engineMetrics) exposition(entries []*integrationEntry, cfg *snykConfig,
 		byLabel("snyk_broker_integrations_by_scm_status", "Integrations by scm_status.", "scm_status", byStatus),
 		{Name: proto.String("snyk_broker_integrations_needing_attention"), Help: proto.String("Integrations snyk/status lists as needing attention."),
 			Type: dto.MetricType_GAUGE.Enum(), Metric: []*dto.Metric{gauge(attention)}},
+		{Name: proto.String("snyk_universal_deployments_needing_attention"), Help: proto.String("Universal Broker deployments snyk/status lists as needing attention."),
+			Type: dto.MetricType_GAUGE.Enum(), Metric: []*dto.Metric{gauge(float64(universalAttention))}},
 		nextSwitch, overdue, expiry, upstream,
 	}
 	families = append(families, counters...)

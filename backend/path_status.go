@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sort"
 	"strings"
@@ -100,6 +101,74 @@ func (e *integrationEntry) attentionReasons(cfg *snykConfig, now time.Time) []st
 	return reasons
 }
 
+// attentionReasons says why a Universal Broker deployment needs an
+// operator, if it does.
+func (e *universalEntry) attentionReasons(cfg *snykConfig, now time.Time) []string {
+	var reasons []string
+	blocked := strings.Contains(e.LastRotationError, "BLOCKED")
+	if blocked {
+		reasons = append(reasons, "blocked")
+	}
+	if at, ok := e.nextAction(e.policy(cfg)); ok && now.Sub(at) > overdueAfter {
+		reasons = append(reasons, "overdue")
+	}
+	if e.LastRotationError != "" && !blocked {
+		reasons = append(reasons, "rotation_error")
+	}
+	if len(e.MissingCredentials) > 0 {
+		reasons = append(reasons, "missing_credentials")
+	}
+	// The last check records all missing references in one problem line.
+	others := len(e.Problems)
+	if len(e.MissingCredentials) > 0 {
+		others--
+	}
+	if others > 0 {
+		reasons = append(reasons, "check_problems")
+	}
+	return reasons
+}
+
+// universalStatus is the status of every Universal Broker deployment:
+// how many there are, and a row for each needing attention.
+func (b *backend) universalStatus(ctx context.Context, s logical.Storage, cfg *snykConfig, now time.Time) (total int, rows []map[string]interface{}, err error) {
+	names, err := listUniversalNames(ctx, s)
+	if err != nil {
+		return 0, nil, err
+	}
+	rows = []map[string]interface{}{}
+	for _, name := range names {
+		e, err := getUniversal(ctx, s, name)
+		if err != nil || e == nil {
+			if errors.Is(err, errCorruptEntry) {
+				rows = append(rows, map[string]interface{}{"deployment": name, "reasons": []string{"unreadable"}, "problems": []string{err.Error()}})
+				continue
+			}
+			if err != nil {
+				return 0, nil, err
+			}
+			continue
+		}
+		total++
+		reasons := e.attentionReasons(cfg, now)
+		if len(reasons) == 0 {
+			continue
+		}
+		row := map[string]interface{}{
+			"deployment":          name,
+			"reasons":             reasons,
+			"rotation_state":      e.RotationState,
+			"last_rotation_error": e.LastRotationError,
+			"problems":            nonNil(e.Problems),
+		}
+		if at, ok := e.nextAction(e.policy(cfg)); ok {
+			row["next_action_at"] = at.UTC().Format(time.RFC3339)
+		}
+		rows = append(rows, row)
+	}
+	return total, rows, nil
+}
+
 // statusEntries lists every integration as the engine knows it.
 func (b *backend) statusEntries(ctx context.Context, s logical.Storage) ([]*integrationEntry, error) {
 	entries, err := listIntegrations(ctx, s)
@@ -182,6 +251,12 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 	if nextAfter != "" {
 		data["next_after"] = nextAfter
 	}
+	deployments, universalRows, err := b.universalStatus(ctx, req.Storage, cfg, now)
+	if err != nil {
+		return nil, err
+	}
+	data["universal_deployments"] = deployments
+	data["universal_attention"] = universalRows
 	return &logical.Response{Data: data}, nil
 }
 
@@ -194,7 +269,12 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 	if err != nil {
 		return nil, err
 	}
-	body, err := b.metrics.exposition(entries, cfg, b.now().UTC())
+	now := b.now().UTC()
+	_, universalRows, err := b.universalStatus(ctx, req.Storage, cfg, now)
+	if err != nil {
+		return nil, err
+	}
+	body, err := b.metrics.exposition(entries, len(universalRows), cfg, now)
 	if err != nil {
 		return nil, err
 	}
@@ -221,6 +301,11 @@ Reading snyk/status returns, across the mount:
                       rotation_state, scm_status, last_rotation_error,
                       scm_problems, next_action_at
   next_after          present when more rows follow: pass it as after=
+  universal_deployments  how many Universal Broker deployments there are
+  universal_attention    one row per deployment needing an operator:
+                      deployment, reasons (blocked, overdue, rotation_error,
+                      missing_credentials, check_problems), rotation_state,
+                      last_rotation_error, problems, next_action_at
 
   vault read snyk/status limit=50
 `

@@ -260,6 +260,15 @@ func TestUniversalLostAnswers(t *testing.T) {
 		if env.ubEnv().Data["CLIENT_SECRET"] != w.secret {
 			t.Fatal("the working secret must stay served")
 		}
+		// An operator hears of it without reading every deployment.
+		rows := env.mustOK(logical.ReadOperation, "status", nil).Data["universal_attention"].([]map[string]interface{})
+		if len(rows) != 1 || rows[0]["deployment"] != "prod" || !slices.Contains(rows[0]["reasons"].([]string), "blocked") {
+			t.Fatalf("status universal_attention %v", rows)
+		}
+		metrics := string(env.mustOK(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte))
+		if !strings.Contains(metrics, "snyk_universal_deployments_needing_attention 1") {
+			t.Fatalf("metrics lack the deployment needing attention:\n%s", metrics)
+		}
 	})
 	t.Run("delete", func(t *testing.T) {
 		env := newTestEnv(t)
