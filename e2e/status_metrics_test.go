@@ -90,7 +90,7 @@ func TestStatusAndMetricsInRealVault(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &rules); err != nil {
 		t.Fatal(err)
 	}
-	names := regexp.MustCompile(`snyk_broker_[a-z_]+`)
+	names := regexp.MustCompile(`snyk_(broker|universal)_[a-z_]+`)
 	n := 0
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {
@@ -102,7 +102,7 @@ func TestStatusAndMetricsInRealVault(t *testing.T) {
 			}
 		}
 	}
-	if n != 2 {
-		t.Errorf("alert rules = %d, want the two shipped", n)
+	if n != 3 {
+		t.Errorf("alert rules = %d, want the three shipped", n)
 	}
 }
