@@ -284,7 +284,7 @@ func (o *rotationOverrides) apply(d *framework.FieldData) (scheduleChanged bool,
 // applyRotationPolicy sets the per-integration overrides and the SCM
 // check's period. scheduleChanged: the next rotation must be recomputed.
 func (e *integrationEntry) applyRotationPolicy(d *framework.FieldData) (scheduleChanged bool, problems []string) {
-	scheduleChanged, problems = e.rotationOverrides.apply(d)
+	scheduleChanged, problems = e.apply(d)
 	// The SCM check's period: checking is part of keeping the credential
 	// valid, so it belongs with the rotation policy.
 	if v, ok := d.GetOk("scm_check_period"); ok {

@@ -138,7 +138,7 @@ func (b *backend) universalStatus(ctx context.Context, s logical.Storage, cfg *s
 	}
 	rows = []map[string]interface{}{}
 	for _, name := range names {
-		e, err := getUniversal(ctx, s, name)
+		e, err := b.currentUniversal(ctx, s, name)
 		if err != nil || e == nil {
 			if errors.Is(err, errCorruptEntry) {
 				rows = append(rows, map[string]interface{}{"deployment": name, "reasons": []string{"unreadable"}, "problems": []string{err.Error()}})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -64,7 +65,7 @@ func (b *backend) pathUniversalRead(ctx context.Context, req *logical.Request, d
 	if p := checkName(name); p != "" {
 		return logical.ErrorResponse(p), nil
 	}
-	e, err := getUniversal(ctx, req.Storage, name)
+	e, err := b.currentUniversal(ctx, req.Storage, name)
 	if err != nil || e == nil {
 		return nil, err
 	}
@@ -88,7 +89,7 @@ func (b *backend) pathUniversalWrite(ctx context.Context, req *logical.Request, 
 	unlock := b.lockUniversal(name)
 	defer unlock()
 	s := req.Storage
-	existing, err := getUniversal(ctx, s, name)
+	existing, err := b.universalForWrite(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -99,14 +100,12 @@ func (b *backend) pathUniversalWrite(ctx context.Context, req *logical.Request, 
 		e = existing.clone()
 	}
 	problems := e.applyIdentity(d, creating)
+	apiURL := e.APIURL
 	scheduleChanged, settingProblems := e.applySettings(d)
 	problems = append(problems, settingProblems...)
-	secret, secretSent := fieldReader{d}.str("client_secret")
-	switch {
-	case creating && secret == "":
+	secret, _ := fieldReader{d}.str("client_secret")
+	if creating && secret == "" {
 		problems = append(problems, "client_secret is required: the Snyk Broker App install's client secret (Snyk shows it once, when the app is installed or its secret replaced)")
-	case secretSent && secret != "" && !creating && secret != e.ClientSecret && (e.NextClientSecret != "" || e.PreviousClientSecret != ""):
-		problems = append(problems, fmt.Sprintf("a client-secret rotation holds a second secret (rotation_state %s): wait until it completes (retire_previous_at) before writing client_secret", e.RotationState))
 	}
 	written, credProblems := b.applyCredentialMap(d, e)
 	problems = append(problems, credProblems...)
@@ -123,15 +122,19 @@ func (b *backend) pathUniversalWrite(ctx context.Context, req *logical.Request, 
 		return logical.ErrorResponse(strings.Join(problems, "; ")), nil
 	}
 
-	if secretSent && secret != "" && secret != e.ClientSecret {
-		if resp, err := b.verifyClientSecret(ctx, cfg, e, secret, "client_secret"); resp != nil || err != nil {
-			return resp, err
-		}
-		e.ClientSecret, e.SecretVerifiedAt = secret, now
-	}
 	client, err := b.snykClient(ctx, s)
 	if err != nil {
 		return nil, err
+	}
+	if creating {
+		if resp, err := b.checkInstall(ctx, client, e); resp != nil || err != nil {
+			return resp, err
+		}
+	}
+	// The secret is checked where the client will use it: again when
+	// api_url moves.
+	if resp, err := b.applyClientSecret(ctx, cfg, e, secret, e.APIURL != apiURL, now); resp != nil || err != nil {
+		return resp, err
 	}
 	f, err := b.inspectDeployment(ctx, client, e)
 	if err != nil {
@@ -146,6 +149,10 @@ func (b *backend) pathUniversalWrite(ctx context.Context, req *logical.Request, 
 	}
 	if p := f.missingProblem(e); p != "" {
 		return logical.ErrorResponse(p), nil
+	}
+	if scheduleChanged {
+		// A failure's back-off belongs to the old schedule.
+		e.RetryAt, e.Failures = time.Time{}, 0
 	}
 	if creating || (scheduleChanged && e.NextClientSecret == "") {
 		if e.LastVaultRotation.IsZero() {
@@ -200,20 +207,96 @@ func (b *backend) pathUniversalDelete(ctx context.Context, req *logical.Request,
 	}
 	unlock := b.lockUniversal(name)
 	defer unlock()
-	e, err := getUniversal(ctx, req.Storage, name)
+	e, err := b.universalForWrite(ctx, req.Storage, name)
 	if err != nil || e == nil {
 		return nil, err
+	}
+	held := e.NextClientSecret != "" || e.PreviousClientSecret != ""
+	if held && !d.Get("force").(bool) {
+		// Forgetting it would leave the install with a second secret nobody
+		// can delete (Snyk deletes by value only), blocking every later
+		// rotation of the install.
+		return logical.ErrorResponse("universal/%s holds a second client secret of a rotation in progress (rotation_state %s, retire_previous_at %s): "+
+			"wait until it completes, or delete with force=true and remove that secret at Snyk yourself", name, e.RotationState, timeOrNil(e.RetirePreviousAt)), nil
 	}
 	if err := req.Storage.Delete(ctx, universalStorageKey(name)); err != nil {
 		return nil, err
 	}
 	b.rotation.forgetUniversal(name)
-	if e.NextClientSecret != "" || e.PreviousClientSecret != "" {
+	if held {
 		resp := &logical.Response{}
-		resp.AddWarning("the install at Snyk still holds a second client secret Vault created for a rotation (Snyk allows two): " +
-			"the next create of a secret for this install may be refused until it is deleted at Snyk")
+		resp.AddWarning("the install at Snyk still holds the second client secret of the rotation (Snyk allows two): " +
+			"the next create of a secret for this install will be refused until it is removed at Snyk")
 		return resp, nil
 	}
+	return nil, nil
+}
+
+// checkInstall proves at create that install_id is an app install of
+// install_org_id with client_id: with another install's client, every
+// rotation would create a secret the client's token endpoint refuses.
+func (b *backend) checkInstall(ctx context.Context, client *snyk.Client, e *universalEntry) (*logical.Response, error) {
+	installs, err := client.ListAppInstalls(ctx, e.InstallOrgID)
+	if err != nil {
+		if snyk.Classify(snyk.OpLookup, err) == snyk.NotARefusal {
+			return nil, fmt.Errorf("listing the app installs of org %s: %w", e.InstallOrgID, err)
+		}
+		return logical.ErrorResponse("listing the app installs of install_org_id %s was refused (%s): check install_org_id; the configured credential needs org.app.read and org.app.edit there",
+			e.InstallOrgID, snyk.Answer(err)), nil
+	}
+	for _, in := range installs {
+		if in.ID != e.InstallID {
+			continue
+		}
+		if !strings.EqualFold(in.ClientID, e.ClientID) {
+			return logical.ErrorResponse("client_id %s is not the client of install %s (Snyk says %s): fix client_id", e.ClientID, e.InstallID, in.ClientID), nil
+		}
+		return nil, nil
+	}
+	return logical.ErrorResponse("install_id %s is not an app install of org %s (Snyk lists %d installs there): check install_id and install_org_id", e.InstallID, e.InstallOrgID, len(installs)), nil
+}
+
+// applyClientSecret verifies the secret a write gives (or, when recheck,
+// the current one at the new api_url) and takes it. A new secret written
+// while a rotation holds another is the operator's recovery from a replace
+// outside Vault: a held secret /oauth2/token refuses is dropped (the replace
+// invalidated it). The secret replaced, if it still works (made with
+// mode=create outside Vault), is retired like a switched-away one, so that
+// Vault deletes it at Snyk after the grace.
+func (b *backend) applyClientSecret(ctx context.Context, cfg *snykConfig, e *universalEntry, secret string, recheck bool, now time.Time) (*logical.Response, error) {
+	if secret == "" || secret == e.ClientSecret {
+		if !recheck {
+			return nil, nil
+		}
+		if resp, err := b.verifyClientSecret(ctx, cfg, e, e.ClientSecret, "client_secret (checked again at the new api_url)"); resp != nil || err != nil {
+			return resp, err
+		}
+		e.SecretVerifiedAt = now
+		return nil, nil
+	}
+	if resp, err := b.verifyClientSecret(ctx, cfg, e, secret, "client_secret"); resp != nil || err != nil {
+		return resp, err
+	}
+	old := e.ClientSecret
+	e.ClientSecret, e.SecretVerifiedAt = secret, now
+	if old == "" {
+		return nil, nil
+	}
+	works := func(v string) bool { return b.checkClientSecret(ctx, cfg, e, v) == nil }
+	if e.NextClientSecret != "" && !works(e.NextClientSecret) {
+		e.NextClientSecret, e.NextCreatedAt, e.NextVerifiedAt = "", time.Time{}, time.Time{}
+	}
+	if e.PreviousClientSecret != "" && !works(e.PreviousClientSecret) {
+		e.PreviousClientSecret, e.RetirePreviousAt = "", time.Time{}
+	}
+	if e.PreviousClientSecret == "" && works(old) {
+		e.PreviousClientSecret, e.RetirePreviousAt = old, now.Add(e.policy(cfg).TTL+e.clientExitWindow())
+	}
+	e.RotationState = e.stateWithoutNext()
+	if e.NextClientSecret != "" {
+		e.RotationState = stateProvisioned
+	}
+	e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
 	return nil, nil
 }
 

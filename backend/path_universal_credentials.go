@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -58,7 +57,7 @@ func (b *backend) pathUniversalCredentialList(ctx context.Context, req *logical.
 	if p := checkName(name); p != "" {
 		return logical.ErrorResponse(p), nil
 	}
-	e, err := getUniversal(ctx, req.Storage, name)
+	e, err := b.currentUniversal(ctx, req.Storage, name)
 	if err != nil || e == nil {
 		return nil, err
 	}
@@ -70,7 +69,7 @@ func (b *backend) pathUniversalCredentialRead(ctx context.Context, req *logical.
 	if p := checkName(name); p != "" {
 		return logical.ErrorResponse(p), nil
 	}
-	e, err := getUniversal(ctx, req.Storage, name)
+	e, err := b.currentUniversal(ctx, req.Storage, name)
 	if err != nil || e == nil {
 		return nil, err
 	}
@@ -97,7 +96,7 @@ func (b *backend) pathUniversalCredentialWrite(ctx context.Context, req *logical
 	unlock := b.lockUniversal(name)
 	defer unlock()
 	s := req.Storage
-	stored, err := getUniversal(ctx, s, name)
+	stored, err := b.universalForWrite(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -209,12 +208,12 @@ func (b *backend) pathUniversalCredentialDelete(ctx context.Context, req *logica
 	}
 	unlock := b.lockUniversal(name)
 	defer unlock()
-	stored, err := getUniversal(ctx, req.Storage, name)
+	stored, err := b.universalForWrite(ctx, req.Storage, name)
 	if err != nil || stored == nil || stored.Credentials[env] == nil {
 		return nil, err
 	}
 	if usedBy := stored.usedBy(env); len(usedBy) > 0 {
-		return logical.ErrorResponse("%s is used by connection %s (as of the check at %s): remove it from the connection at Snyk first; a client started without it disables the connection",
+		return logical.ErrorResponse("%s is used by %s (as of the check at %s): remove it there at Snyk first; a client started without it disables that connection or context",
 			env, strings.Join(stored.usedBy(env), ", "), stored.CheckedAt.UTC().Format(time.RFC3339)), nil
 	}
 	e := stored.clone()
@@ -223,16 +222,9 @@ func (b *backend) pathUniversalCredentialDelete(ctx context.Context, req *logica
 	return nil, putUniversal(ctx, req.Storage, e)
 }
 
-// usedBy lists the connections that used env at the last check.
-func (e *universalEntry) usedBy(env string) []string {
-	var out []string
-	for _, conn := range e.Connections {
-		if slices.Contains(conn.Uses, env) {
-			out = append(out, conn.Name)
-		}
-	}
-	return out
-}
+// usedBy lists the connections and contexts that used env at the last
+// check.
+func (e *universalEntry) usedBy(env string) []string { return e.UsedBy[env] }
 
 func removeString(list []string, v string) []string {
 	out := list[:0:0]

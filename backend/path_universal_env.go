@@ -9,7 +9,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-const secretTypeUniversalEnv = "snyk_universal_env"
+const secretTypeUniversalEnv = "snyk_universal_env" //nolint:gosec // a secret type name, not a credential
 
 func pathUniversalEnv(b *backend) []*framework.Path {
 	return []*framework.Path{{
@@ -86,7 +86,7 @@ func (b *backend) pathUniversalEnvRead(ctx context.Context, req *logical.Request
 	if p := checkName(name); p != "" {
 		return logical.ErrorResponse(p), nil
 	}
-	e, err := getUniversal(ctx, req.Storage, name)
+	e, err := b.currentUniversal(ctx, req.Storage, name)
 	if err != nil || e == nil {
 		return nil, err
 	}

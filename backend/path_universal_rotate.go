@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,7 +16,11 @@ func pathUniversalRotate(b *backend) []*framework.Path {
 	return []*framework.Path{{
 		Pattern:      "universal/" + universalNameSegment + "/rotate$",
 		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationVerb: "rotate", OperationSuffix: "universal-client-secret"},
-		Fields:       map[string]*framework.FieldSchema{"name": universalNameField},
+		Fields: map[string]*framework.FieldSchema{
+			"name": universalNameField,
+			"force": {Type: framework.TypeBool, Description: "Rotate even while the secret switched away from at the last rotation is in its grace period: it is deleted first, " +
+				"and clients not yet restarted onto the current secret stop within client_exit_window."},
+		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: forwarded(b.pathUniversalRotate, "Rotate the deployment's client secret now.", nil),
 		},
@@ -36,7 +41,7 @@ func (b *backend) pathUniversalRotate(ctx context.Context, req *logical.Request,
 	unlock := b.lockUniversal(name)
 	defer unlock()
 	s := req.Storage
-	e, err := getUniversal(ctx, s, name)
+	e, err := b.universalForWrite(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -54,6 +59,12 @@ func (b *backend) pathUniversalRotate(ctx context.Context, req *logical.Request,
 	if cfg == nil || client == nil {
 		return logical.ErrorResponse("the engine has no Snyk credential yet: write snyk/config first"), nil
 	}
+	if e.PreviousClientSecret != "" && !d.Get("force").(bool) {
+		// Snyk allows two secrets: a new one needs the old one's slot, and
+		// clients may still run with the old one until its grace ends.
+		return logical.ErrorResponse("the secret switched away from at the last rotation is in its grace period until %s (clients not yet restarted may use it): "+
+			"rotate after that, or with force=true to delete it now", e.RetirePreviousAt.UTC().Format(time.RFC3339)), nil
+	}
 	m := b.rotation
 	var warnings []string
 	err = func() error {
@@ -70,8 +81,22 @@ func (b *backend) pathUniversalRotate(ctx context.Context, req *logical.Request,
 				return err
 			}
 		}
+		if e.NextVerifiedAt.IsZero() {
+			// Never served unproven; a fresh secret Snyk has not
+			// propagated yet makes this a retry.
+			m.chargeToken(cfg, b.now())
+			if err := b.verifyNextSecret(ctx, s, cfg, client, e); err != nil {
+				return err
+			}
+		}
 		return b.switchUniversalSecret(ctx, s, cfg, e)
 	}()
+	var notStored *errNotStored
+	if errors.As(err, &notStored) {
+		m.keepUniversal(e, notStored)
+		m.pushAt(universalRotatePrefix+name, b.now().Add(firstFailureBackoff))
+		return nil, fmt.Errorf("rotating the client secret: %w", err)
+	}
 	if err != nil {
 		now := b.now().UTC()
 		e.LastRotationError = fmt.Sprintf("%s: manual rotation failed: %v", now.Format(time.RFC3339), err)

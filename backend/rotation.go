@@ -58,6 +58,9 @@ type rotationManager struct {
 	// switch) could not be stored; they are stored before anything else
 	// happens to them.
 	unsaved map[string]*integrationEntry
+	// unsavedUniversal is the same for Universal Broker deployments, by name
+	// (universal_unsaved.go).
+	unsavedUniversal map[string]*universalEntry
 	// limiter is the mount's Snyk request budget; pausedUntil stops every
 	// background call after a 429 (rotation_budget.go).
 	limiter     *rate.Limiter
@@ -89,7 +92,7 @@ type rotationManager struct {
 
 func newRotationManager(b *backend) *rotationManager {
 	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}, heldBy: map[string]string{}, unsaved: map[string]*integrationEntry{},
-		wake: make(chan struct{}, 1), checking: map[string]bool{}, checkSlots: make(chan struct{}, defaultRotationWorkers)}
+		unsavedUniversal: map[string]*universalEntry{}, wake: make(chan struct{}, 1), checking: map[string]bool{}, checkSlots: make(chan struct{}, defaultRotationWorkers)}
 }
 
 // queueKey names an integration in the queue and in lanes.
@@ -379,10 +382,6 @@ func (m *rotationManager) process(ctx context.Context, s logical.Storage, key st
 	}
 	if name, ok := strings.CutPrefix(key, universalRotatePrefix); ok {
 		m.processUniversal(ctx, s, name)
-		return
-	}
-	if name, ok := strings.CutPrefix(key, universalCheckPrefix); ok {
-		m.processUniversalCheck(ctx, s, name)
 		return
 	}
 	b := m.b

@@ -41,9 +41,16 @@ func configuredLimiter(l **rate.Limiter, cfg *snykConfig, now time.Time) *rate.L
 // as Snyk's, in a bucket of its own, since the checks call the SCMs and must
 // never slow a rotation.
 func (m *rotationManager) takeSCMToken(cfg *snykConfig, now time.Time) bool {
+	return m.takeSCMTokens(cfg, now, 1)
+}
+
+// takeSCMTokens spends n requests of the SCM checks' budget at once, or
+// none (n capped at the bucket's size).
+func (m *rotationManager) takeSCMTokens(cfg *snykConfig, now time.Time, n int) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return configuredLimiter(&m.scmLimiter, cfg, now).AllowN(now, 1)
+	l := configuredLimiter(&m.scmLimiter, cfg, now)
+	return l.AllowN(now, min(n, l.Burst()))
 }
 
 // takeToken spends one request of the budget, if there is one.

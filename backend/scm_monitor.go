@@ -202,21 +202,33 @@ func sameSCMCredential(a, b *integrationEntry) bool {
 		a.SCMURL == b.SCMURL && a.SCMAPIURL == b.SCMAPIURL && a.AzureOrg == b.AzureOrg
 }
 
-// startSCMChecks starts the SCM checks among due keys in the background and
-// returns the rest. A check calls the SCM, which may be slow or unreachable
-// for the whole request timeout and its retries: inside the tick it would
-// hold up every provision and switch due behind it.
+// backgroundCheck returns the check a queue key names, if it names one:
+// an integration's SCM check or a Universal Broker deployment's check.
+func (m *rotationManager) backgroundCheck(ctx context.Context, s logical.Storage, key string) (func(), bool) {
+	if integrationKey, ok := strings.CutPrefix(key, scmCheckPrefix); ok {
+		return func() { m.processSCMCheck(ctx, s, integrationKey) }, true
+	}
+	if name, ok := strings.CutPrefix(key, universalCheckPrefix); ok {
+		return func() { m.processUniversalCheck(ctx, s, name) }, true
+	}
+	return nil, false
+}
+
+// startSCMChecks starts the checks among due keys in the background and
+// returns the rest. A check calls an SCM (or Snyk), which may be slow or
+// unreachable for the whole request timeout and its retries: inside the
+// tick it would hold up every provision and switch due behind it.
 func (m *rotationManager) startSCMChecks(ctx context.Context, s logical.Storage, stopping <-chan struct{}, due []string) []string {
 	rest := due[:0:0]
 	for _, key := range due {
-		integrationKey, ok := strings.CutPrefix(key, scmCheckPrefix)
+		check, ok := m.backgroundCheck(ctx, s, key)
 		if !ok {
 			rest = append(rest, key)
 			continue
 		}
 		m.mu.Lock()
-		running := m.checking[integrationKey]
-		m.checking[integrationKey] = true
+		running := m.checking[key]
+		m.checking[key] = true
 		m.mu.Unlock()
 		if running {
 			// The running check queues the next one when it ends, but it
@@ -230,7 +242,7 @@ func (m *rotationManager) startSCMChecks(ctx context.Context, s logical.Storage,
 			defer m.background.Done()
 			defer func() {
 				m.mu.Lock()
-				delete(m.checking, integrationKey)
+				delete(m.checking, key)
 				m.mu.Unlock()
 			}()
 			// A stopping mount starts no more checks: the drain waits only
@@ -250,7 +262,7 @@ func (m *rotationManager) startSCMChecks(ctx context.Context, s logical.Storage,
 				return
 			}
 			defer func() { <-m.checkSlots }()
-			m.processSCMCheck(ctx, s, integrationKey)
+			check()
 		}()
 	}
 	return rest

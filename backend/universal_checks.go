@@ -183,6 +183,7 @@ func (f *universalFindings) missingProblem(e *universalEntry) string {
 func (f *universalFindings) record(e *universalEntry, now time.Time) {
 	e.CheckedAt = now
 	e.Connections = f.connections
+	e.UsedBy = f.used
 	e.MissingCredentials = f.missing(e)
 	e.UnusedCredentials = f.unused(e)
 	problems := append(append([]string(nil), f.wrongIDs...), f.problems...)

@@ -52,6 +52,9 @@ type universalEntry struct {
 	// valid) and becomes ClientSecret at NextVaultRotation.
 	NextClientSecret string    `json:"next_client_secret,omitempty"`
 	NextCreatedAt    time.Time `json:"next_created_at,omitempty"`
+	// NextVerifiedAt: /oauth2/token accepted the next secret. It is never
+	// served before.
+	NextVerifiedAt time.Time `json:"next_verified_at,omitempty"`
 	// PreviousClientSecret was switched away from; clients started with it
 	// keep working until RetirePreviousAt, when Vault deletes it at Snyk.
 	PreviousClientSecret string    `json:"previous_client_secret,omitempty"`
@@ -79,8 +82,11 @@ type universalEntry struct {
 	MissingCredentials []string              `json:"missing_credentials,omitempty"`
 	UnusedCredentials  []string              `json:"unused_credentials,omitempty"`
 	Connections        []universalConnection `json:"connections,omitempty"`
-	SecretVerifiedAt   time.Time             `json:"client_secret_verified_at,omitempty"`
-	CreatedAt          time.Time             `json:"created_at"`
+	// UsedBy maps each credential name a connection or context uses to
+	// those users, as the last check saw them.
+	UsedBy           map[string][]string `json:"used_by,omitempty"`
+	SecretVerifiedAt time.Time           `json:"client_secret_verified_at,omitempty"`
+	CreatedAt        time.Time           `json:"created_at"`
 }
 
 // universalCredential is the value of one credential reference and what
@@ -231,7 +237,6 @@ func (c *universalCredential) status() map[string]interface{} {
 	return map[string]interface{}{
 		"name":                 c.Name,
 		"type":                 c.Type,
-		"value_fingerprint":    fingerprint(c.Value),
 		"served_as":            c.Name,
 		"scm_api_url":          c.SCMAPIURL,
 		"azure_org":            c.AzureOrg,

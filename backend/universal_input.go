@@ -62,6 +62,7 @@ func universalFields() map[string]*framework.FieldSchema {
 		"broker_client_url":  {Type: framework.TypeString, Description: "The client's own URL (BROKER_CLIENT_URL), when its connections need one (container registries)."},
 		"client_exit_window": {Type: framework.TypeDurationSecond, Description: "How long a client keeps running after its secret stops working (default 35m): the old secret is deleted at Snyk ttl + this after the switch."},
 		"check_period":       {Type: framework.TypeDurationSecond, Description: "How often the deployment is checked against Snyk and its SCM credentials against their SCMs; defaults to config's scm_check_period."},
+		"force":              {Type: framework.TypeBool, Description: "On delete only: forget the deployment even while its rotation holds a second client secret (remove that secret at Snyk yourself)."},
 		"credentials": {
 			Type: framework.TypeMap,
 			Description: "Credential values to store with this write, by environment variable name: a string, or an object with the fields of " +
@@ -160,7 +161,7 @@ func (e *universalEntry) applySettings(d *framework.FieldData) (scheduleChanged 
 			}
 		}
 	}
-	changed, policyProblems := e.rotationOverrides.apply(d)
+	changed, policyProblems := e.apply(d)
 	return changed, append(problems, policyProblems...)
 }
 

@@ -26,10 +26,11 @@ const universalCheckRetry = time.Minute
 // secret and every credential with what its SCM check needs.
 func (e *universalEntry) checkedState() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%s|%s|%s|%s\n", e.TenantID, e.InstallID, e.DeploymentID, e.ClientID, e.ClientSecret)
+	// A hash's Write never fails.
+	_, _ = fmt.Fprintf(h, "%s|%s|%s|%s|%s|%s\n", e.TenantID, e.InstallID, e.DeploymentID, e.ClientID, e.ClientSecret, e.APIURL)
 	for _, n := range e.credentialNames() {
 		c := e.Credentials[n]
-		fmt.Fprintf(h, "%s|%s|%s|%s|%s|%s|%t\n", n, c.Type, c.Value, c.SCMAPIURL, c.AzureOrg, c.BitbucketUsername, c.SkipSCMValidation)
+		_, _ = fmt.Fprintf(h, "%s|%s|%s|%s|%s|%s|%t\n", n, c.Type, c.Value, c.SCMAPIURL, c.AzureOrg, c.BitbucketUsername, c.SkipSCMValidation)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -56,8 +57,14 @@ func (m *rotationManager) processUniversalCheck(ctx context.Context, s logical.S
 		m.pushAt(key, e.nextCheck(cfg, now))
 		return
 	}
+	// Snyk's budget for the lists and the token, the SCM checks' own for
+	// the credentials (which never slows a rotation).
 	if !m.takeTokens(cfg, now, universalCheckCalls) {
 		m.pushAt(key, now.Add(m.tokenWait(cfg)*universalCheckCalls))
+		return
+	}
+	if n := len(e.Credentials); n > 0 && !m.takeSCMTokens(cfg, now, n) {
+		m.pushAt(key, now.Add(m.tokenWait(cfg)*time.Duration(n)))
 		return
 	}
 	checked := e.checkedState()
@@ -65,16 +72,16 @@ func (m *rotationManager) processUniversalCheck(ctx context.Context, s logical.S
 
 	unlock := b.lockUniversal(name)
 	defer unlock()
-	fresh, err := getUniversal(ctx, s, name)
+	fresh, err := b.universalForWrite(ctx, s, name)
 	if err != nil || fresh == nil {
 		if err != nil {
 			m.pushAt(key, now.Add(universalCheckRetry))
 		}
 		return
 	}
-	if fresh.checkedState() != checked {
-		// A write changed what was checked (and checked it itself): this
-		// result describes values no longer held.
+	if fresh.checkedState() != checked || fresh.CheckedAt.After(now) {
+		// A write changed what was checked (and checked it itself), or
+		// recorded a newer check: this result is stale.
 		m.scheduleUniversal(fresh, cfg)
 		return
 	}

@@ -39,10 +39,10 @@ const (
 	universalRotatePrefix      = "universal|"
 	universalCheckPrefix       = "universal-check|"
 	walKindUniversalSecret     = "universal-secret-create"
-	eventUniversalSecretCreate = "snyk/universal-secret-create"
+	eventUniversalSecretCreate = "snyk/universal-secret-create" //nolint:gosec // an event name, not a credential
 	eventUniversalSwitch       = "snyk/universal-secret-switch"
 	eventUniversalRetire       = "snyk/universal-secret-retire"
-	eventUniversalRotateFail   = "snyk/universal-rotate-fail"
+	eventUniversalRotateFail   = "snyk/universal-rotate-fail" //nolint:gosec // an event name, not a credential
 	// universalCheckCalls is what one check spends of the request budget:
 	// four lists and the client secret's token.
 	universalCheckCalls = 5
@@ -55,30 +55,51 @@ type universalWAL struct {
 	StartedAt time.Time `json:"started_at"`
 }
 
-// nextAction is when the deployment next needs the engine: its switch, and
-// (unless a failure waits for RetryAt) the old secret's deletion and the
-// next creation.
-func (e *universalEntry) nextAction(p policy) (time.Time, bool) {
-	var at time.Time
-	consider := func(t time.Time) {
-		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
-			at = t
+// universalStep is what a deployment's rotation does next.
+type universalStep int
+
+const (
+	stepNone   universalStep = iota
+	stepRetire               // delete the previous secret at Snyk
+	stepVerify               // prove the next secret at /oauth2/token before it may be served
+	stepSwitch               // serve the next secret as CLIENT_SECRET
+	stepCreate               // create the next secret at Snyk
+)
+
+// newSecretGrace is how long a secret Snyk just created may be refused by
+// /oauth2/token (not yet propagated) before Vault gives up on it.
+const newSecretGrace = 2 * time.Minute
+
+// nextStep is the deployment's next step and when it is due: the one place
+// the schedule and processUniversal both read, so that what is queued is
+// always what runs. A failure's RetryAt delays the step that failed; it
+// never makes a step due by itself.
+func (e *universalEntry) nextStep(p policy) (universalStep, time.Time) {
+	after := func(t time.Time) time.Time {
+		if e.RetryAt.After(t) {
+			return e.RetryAt
 		}
+		return t
 	}
-	if e.NextClientSecret != "" {
-		consider(e.NextVaultRotation)
+	switch {
+	case e.PreviousClientSecret != "":
+		// First, even before a switch: the next creation needs its slot
+		// (Snyk allows two secrets), and a switch would overwrite it.
+		return stepRetire, after(e.RetirePreviousAt)
+	case e.NextClientSecret != "" && e.NextVerifiedAt.IsZero():
+		return stepVerify, after(e.NextCreatedAt)
+	case e.NextClientSecret != "":
+		return stepSwitch, after(e.NextVaultRotation)
+	case !p.DisableAutomatedRotation && !e.NextVaultRotation.IsZero():
+		return stepCreate, after(e.NextVaultRotation.Add(-p.ProvisionAhead))
 	}
-	if !e.RetryAt.IsZero() {
-		consider(e.RetryAt)
-		return at, !at.IsZero()
-	}
-	if e.PreviousClientSecret != "" {
-		consider(e.RetirePreviousAt)
-	}
-	if e.NextClientSecret == "" && !p.DisableAutomatedRotation && !e.NextVaultRotation.IsZero() {
-		consider(e.NextVaultRotation.Add(-p.ProvisionAhead))
-	}
-	return at, !at.IsZero()
+	return stepNone, time.Time{}
+}
+
+// nextAction is when the deployment next needs the engine, if ever.
+func (e *universalEntry) nextAction(p policy) (time.Time, bool) {
+	step, at := e.nextStep(p)
+	return at, step != stepNone
 }
 
 // nextCheck is when the deployment is checked against Snyk again.
@@ -109,6 +130,7 @@ func (m *rotationManager) forgetUniversal(name string) {
 	defer m.mu.Unlock()
 	_, _ = m.queue.PopByKey(universalRotatePrefix + name)
 	_, _ = m.queue.PopByKey(universalCheckPrefix + name)
+	delete(m.unsavedUniversal, name)
 }
 
 // processUniversal takes one due deployment one step further.
@@ -118,6 +140,12 @@ func (m *rotationManager) processUniversal(ctx context.Context, s logical.Storag
 	unlock := b.lockUniversal(name)
 	defer unlock()
 	now := b.now().UTC()
+	// A secret storage would not take comes first: the stored copy is stale.
+	if err := m.flushUniversal(ctx, s, name); err != nil {
+		b.log().Error("rotation: could not store a kept Snyk result", "deployment", name, "error", err)
+		m.pushAt(key, now.Add(firstFailureBackoff))
+		return
+	}
 	e, err := getUniversal(ctx, s, name)
 	if err != nil {
 		b.log().Error("rotation: could not read universal deployment", "deployment", name, "error", err)
@@ -133,26 +161,39 @@ func (m *rotationManager) processUniversal(ctx context.Context, s logical.Storag
 		m.pushAt(key, now.Add(configMissingRetry))
 		return
 	}
-	p := e.policy(cfg)
-	retryDue := e.RetryAt.IsZero() || !now.Before(e.RetryAt)
-	switch {
-	case e.NextClientSecret != "" && !now.Before(e.NextVaultRotation):
-		err = b.switchUniversalSecret(ctx, s, cfg, e)
-	case e.PreviousClientSecret != "" && !now.Before(e.RetirePreviousAt) && retryDue:
-		if !m.takeToken(cfg, now) {
-			m.pushAt(key, now.Add(m.tokenWait(cfg)))
-			return
-		}
+	step, at := e.nextStep(e.policy(cfg))
+	if step == stepNone {
+		return
+	}
+	if now.Before(at) {
+		m.scheduleUniversal(e, cfg)
+		return
+	}
+	// Each step but the switch calls Snyk: one or two requests of the budget.
+	calls := map[universalStep]int{stepRetire: 2, stepVerify: 1, stepCreate: 2}[step]
+	if calls > 0 && !m.takeTokens(cfg, now, calls) {
+		m.pushAt(key, now.Add(m.tokenWait(cfg)*time.Duration(calls)))
+		return
+	}
+	switch step {
+	case stepRetire:
 		err = b.retirePreviousClientSecret(ctx, s, cfg, client, e)
-	case e.NextClientSecret == "" && e.PreviousClientSecret == "" && !p.DisableAutomatedRotation &&
-		!now.Before(e.NextVaultRotation.Add(-p.ProvisionAhead)) && retryDue:
-		if !m.takeToken(cfg, now) {
-			m.pushAt(key, now.Add(m.tokenWait(cfg)))
-			return
-		}
+	case stepVerify:
+		err = b.verifyNextSecret(ctx, s, cfg, client, e)
+	case stepSwitch:
+		err = b.switchUniversalSecret(ctx, s, cfg, e)
+	case stepCreate:
 		err = b.createNextSecret(ctx, s, cfg, client, e)
 	}
-	if err != nil {
+	var notStored *errNotStored
+	switch {
+	case errors.As(err, &notStored):
+		// The only copy of a secret Snyk showed once: kept in memory and
+		// stored before anything else happens to the deployment.
+		m.keepUniversal(e, notStored)
+		m.pushAt(key, now.Add(firstFailureBackoff))
+		return
+	case err != nil:
 		m.recordUniversalFailure(ctx, s, cfg, e, err)
 		return
 	}
@@ -176,7 +217,7 @@ func (b *backend) createNextSecret(ctx context.Context, s logical.Storage, cfg *
 	}
 	now := b.now().UTC()
 	p := e.policy(cfg)
-	e.NextClientSecret, e.NextCreatedAt = secret, now
+	e.NextClientSecret, e.NextCreatedAt, e.NextVerifiedAt = secret, now, time.Time{}
 	e.RotationState = stateProvisioned
 	e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
 	// Clients need provision_ahead to see the next secret before the
@@ -185,43 +226,70 @@ func (b *backend) createNextSecret(ctx context.Context, s logical.Storage, cfg *
 		e.NextVaultRotation = earliest
 	}
 	if err := persistUniversal(ctx, s, e); err != nil {
-		// It cannot be kept, so it must not stay valid at Snyk either: it
-		// would take the second of Snyk's two slots for good.
-		if _, derr := client.ManageInstallSecret(context.WithoutCancel(ctx), e.InstallOrgID, e.InstallID, snyk.SecretModeDelete, secret); derr == nil {
-			b.deleteWAL(ctx, s, walID)
+		// Not stored: deleted at Snyk again, or it would take the second of
+		// Snyk's two slots for good. If that fails too, the value is the
+		// only copy and is kept in memory until storage takes it.
+		if _, derr := client.ManageInstallSecret(context.WithoutCancel(ctx), e.InstallOrgID, e.InstallID, snyk.SecretModeDelete, secret); derr != nil {
+			return &errNotStored{step: walKindUniversalSecret, err: err}
 		}
+		b.deleteWAL(ctx, s, walID)
 		e.NextClientSecret, e.NextCreatedAt = "", time.Time{}
-		return fmt.Errorf("storing the next client secret: %w", err)
+		e.RotationState = e.stateWithoutNext()
+		return fmt.Errorf("storing the next client secret failed, so Vault deleted it at Snyk again: %w", err)
 	}
 	b.deleteWAL(ctx, s, walID)
 	b.log().Info("created the next Universal Broker client secret", "deployment", e.Name, "install_id", e.InstallID, "switch_at", e.NextVaultRotation)
-	// A secret the token endpoint refuses must never be served.
-	if err := b.checkClientSecret(ctx, cfg, e, secret); err != nil {
-		if snyk.Classify(snyk.OpLookup, err) == snyk.NotARefusal {
-			// Snyk unreachable: the secret is kept and served; clients
-			// could not start without Snyk anyway.
-			b.log().Warn("could not verify the next client secret; it is kept", "deployment", e.Name, "error", err)
-		} else {
-			return b.dropNextSecret(ctx, s, client, e, err)
-		}
-	}
 	b.publishEvent(ctx, eventUniversalSecretCreate, "universal/"+e.Name+"/env", "name", e.Name, "deployment_id", e.DeploymentID,
 		"next_switch_at", e.NextVaultRotation.Format(time.RFC3339))
+	// Proven at once when Snyk allows; otherwise the verify step retries
+	// before the switch. A secret the token endpoint refuses is never served.
+	if err := b.verifyNextSecret(ctx, s, cfg, client, e); err != nil {
+		b.log().Warn("the next client secret is not verified yet; it is not served before it is", "deployment", e.Name, "error", err)
+	}
 	return nil
 }
 
-// dropNextSecret deletes a next secret /oauth2/token refused, at Snyk and
-// in Vault.
+// verifyNextSecret proves the next secret at /oauth2/token and records it.
+// A refusal within newSecretGrace of its creation is retried (Snyk may not
+// have propagated it yet); after that the secret is deleted and created
+// again. The caller holds the deployment's lock.
+func (b *backend) verifyNextSecret(ctx context.Context, s logical.Storage, cfg *snykConfig, client *snyk.Client, e *universalEntry) error {
+	err := b.checkClientSecret(ctx, cfg, e, e.NextClientSecret)
+	now := b.now().UTC()
+	switch {
+	case err == nil:
+		e.NextVerifiedAt = now
+		e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
+		return persistUniversal(ctx, s, e)
+	case snyk.Classify(snyk.OpLookup, err) == snyk.NotARefusal:
+		return fmt.Errorf("verifying the next client secret at /oauth2/token (it is not switched to before it is): %w", err)
+	case now.Sub(e.NextCreatedAt) < newSecretGrace:
+		return fmt.Errorf("snyk's /oauth2/token does not accept the next client secret yet (%s); verifying again", snyk.Answer(err))
+	}
+	return b.dropNextSecret(ctx, s, client, e, err)
+}
+
+// dropNextSecret forgets a next secret /oauth2/token keeps refusing, and
+// deletes it at Snyk (it may hold one of the two slots). The caller holds
+// the deployment's lock.
 func (b *backend) dropNextSecret(ctx context.Context, s logical.Storage, client *snyk.Client, e *universalEntry, refusal error) error {
 	if _, err := client.ManageInstallSecret(ctx, e.InstallOrgID, e.InstallID, snyk.SecretModeDelete, e.NextClientSecret); err != nil {
-		return fmt.Errorf("snyk's /oauth2/token refuses the client secret Snyk just created (%s), and deleting it failed (%w): it is kept and not served until the switch; retrying",
-			snyk.Answer(refusal), err)
+		b.log().Warn("could not delete a refused next client secret at Snyk; forgetting it", "deployment", e.Name, "error", err)
 	}
-	e.NextClientSecret, e.NextCreatedAt, e.RotationState = "", time.Time{}, stateActive
+	e.NextClientSecret, e.NextCreatedAt, e.NextVerifiedAt = "", time.Time{}, time.Time{}
+	e.RotationState = e.stateWithoutNext()
 	if err := persistUniversal(ctx, s, e); err != nil {
 		return err
 	}
-	return fmt.Errorf("snyk's /oauth2/token refused the client secret Snyk just created (%s); Vault deleted it and retries", snyk.Answer(refusal))
+	return fmt.Errorf("snyk's /oauth2/token refused the client secret Snyk created for this rotation (%s); Vault dropped it and creates another", snyk.Answer(refusal))
+}
+
+// stateWithoutNext is the rotation state once the next secret is gone.
+func (e *universalEntry) stateWithoutNext() string {
+	if e.PreviousClientSecret != "" {
+		return stateRetiring
+	}
+	return stateActive
 }
 
 // switchUniversalSecret serves the next secret as CLIENT_SECRET. No call:
@@ -234,7 +302,7 @@ func (b *backend) switchUniversalSecret(ctx context.Context, s logical.Storage, 
 		return err
 	}
 	e.PreviousClientSecret, e.ClientSecret = e.ClientSecret, e.NextClientSecret
-	e.NextClientSecret, e.NextCreatedAt = "", time.Time{}
+	e.NextClientSecret, e.NextCreatedAt, e.NextVerifiedAt = "", time.Time{}, time.Time{}
 	e.RetirePreviousAt = now.Add(p.TTL + e.clientExitWindow())
 	e.LastVaultRotation, e.NextVaultRotation = now, next
 	e.RotationState, e.LastRotationError = stateRetiring, ""
@@ -253,6 +321,15 @@ func (b *backend) switchUniversalSecret(ctx context.Context, s logical.Storage, 
 // delete whose answer was lost, or one made outside Vault, leaves nothing
 // to delete, and a refused delete of a working secret is retried.
 func (b *backend) retirePreviousClientSecret(ctx context.Context, s logical.Storage, cfg *snykConfig, client *snyk.Client, e *universalEntry) error {
+	// Never delete the old secret while the served one does not work: the
+	// old one may be all the running clients have.
+	if err := b.checkClientSecret(ctx, cfg, e, e.ClientSecret); err != nil {
+		if snyk.Classify(snyk.OpLookup, err) != snyk.NotARefusal {
+			return fmt.Errorf("snyk's /oauth2/token refuses CLIENT_SECRET (%s): the previous secret is kept, not deleted; "+
+				"if the install's secret was replaced outside Vault, write the new one as client_secret", snyk.Answer(err))
+		}
+		return fmt.Errorf("verifying CLIENT_SECRET before deleting the previous secret: %w", err)
+	}
 	_, err := client.ManageInstallSecret(ctx, e.InstallOrgID, e.InstallID, snyk.SecretModeDelete, e.PreviousClientSecret)
 	if err != nil {
 		check := b.checkClientSecret(ctx, cfg, e, e.PreviousClientSecret)
@@ -263,6 +340,9 @@ func (b *backend) retirePreviousClientSecret(ctx context.Context, s logical.Stor
 	}
 	e.PreviousClientSecret, e.RetirePreviousAt = "", time.Time{}
 	e.RotationState = stateActive
+	if e.NextClientSecret != "" {
+		e.RotationState = stateProvisioned
+	}
 	e.RetryAt, e.Failures, e.LastRotationError = time.Time{}, 0, ""
 	if err := persistUniversal(ctx, s, e); err != nil {
 		return err
@@ -328,6 +408,11 @@ func (b *backend) universalSecretRollback(ctx context.Context, s logical.Storage
 	}
 	unlock := b.lockUniversal(w.Name)
 	defer unlock()
+	if b.rotation.unsavedUniversalEntry(w.Name) != nil {
+		// The secret is kept in memory until storage takes it; the entry
+		// stays as the record should this process die first.
+		return fmt.Errorf("the client secret this call created is not stored yet")
+	}
 	e, err := getUniversal(ctx, s, w.Name)
 	if err != nil || e == nil || e.InstallID != w.InstallID {
 		return err

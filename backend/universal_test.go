@@ -136,7 +136,8 @@ func TestUniversalWriteRefusals(t *testing.T) {
 		{"bad install id", w.data(map[string]interface{}{"install_id": "x"}), []string{"install_id must be", "UUID"}},
 		{"wrong client secret", w.data(map[string]interface{}{"client_secret": "snyk_cs_wrong_v1"}), []string{"client_secret", "oauth2/token"}},
 		{"unknown deployment", w.data(map[string]interface{}{"deployment_id": "8f0c6f3e-2d1b-4c5a-9e8f-7a6b5c4d3e2f"}), []string{"Snyk lists no deployment", "deployment_id"}},
-		{"wrong install org", w.data(map[string]interface{}{"install_org_id": testOtherOrgID}), []string{"install_org_id", testOrgID}},
+		{"wrong install org", w.data(map[string]interface{}{"install_org_id": testOtherOrgID}), []string{"is not an app install of org " + testOtherOrgID, "install_org_id"}},
+		{"another install's client", w.data(map[string]interface{}{"client_id": testClientID}), []string{"client_id " + testClientID + " is not the client of install"}},
 		{"missing value", w.data(creds(map[string]interface{}{"MY_GHE_TOKEN": gheGood})), []string{"MY_GITLAB_TOKEN (used by connection gitlab)", "universal/prod/credentials/"}},
 		{"not a reference", w.data(creds(map[string]interface{}{"MY_GHE_TOKEN": gheGood, "MY_GITLAB_TOKEN": glGood, "OTHER": "x"})), []string{"no credential reference OTHER"}},
 		{"token lacks scopes", w.data(creds(map[string]interface{}{"MY_GHE_TOKEN": "ghp_unknown", "MY_GITLAB_TOKEN": glGood})), []string{"MY_GHE_TOKEN was rejected", "connection ghe"}},
@@ -377,10 +378,12 @@ func TestUniversalManualRotate(t *testing.T) {
 	if served == w.secret || !slices.Contains(env.snyk.InstallSecrets(w.install), w.secret) {
 		t.Fatal("the new secret must be served and the old one stay valid")
 	}
-	second := env.mustOK(logical.UpdateOperation, "universal/prod/rotate", nil)
+	env.mustFail400(logical.UpdateOperation, "universal/prod/rotate", nil, "grace period", "force=true")
+	second := env.mustOK(logical.UpdateOperation, "universal/prod/rotate", map[string]interface{}{"force": true})
 	if len(second.Warnings) == 0 || slices.Contains(env.snyk.InstallSecrets(w.install), w.secret) {
-		t.Fatalf("a second rotation deletes the previous secret first, with a warning: %v", second.Warnings)
+		t.Fatalf("a forced rotation deletes the previous secret first, with a warning: %v", second.Warnings)
 	}
+	env.mustFail400(logical.DeleteOperation, "universal/prod", nil, "holds a second client secret", "force=true")
 }
 
 func TestUniversalPEMCredential(t *testing.T) {
@@ -520,5 +523,97 @@ func TestUniversalCrashAtEveryStep(t *testing.T) {
 			env.restart()
 			tc.then(t, s)
 		})
+	}
+}
+
+// TestUniversalNextStep: what the schedule queues is what runs, and a
+// failure's back-off delays a step without making one due by itself (a
+// stale RetryAt once made the loop spin).
+func TestUniversalNextStep(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	p := policy{TTL: 10 * time.Minute, RotationPeriod: 24 * time.Hour, ProvisionAhead: time.Hour}
+	off := p
+	off.DisableAutomatedRotation = true
+	cases := []struct {
+		name string
+		e    universalEntry
+		p    policy
+		step universalStep
+		at   time.Time
+	}{
+		{"idle: create ahead of the switch", universalEntry{NextVaultRotation: t0}, p, stepCreate, t0.Add(-time.Hour)},
+		{"a failed create waits for its retry", universalEntry{NextVaultRotation: t0, RetryAt: t0.Add(time.Minute)}, p, stepCreate, t0.Add(time.Minute)},
+		{"disabled: a stale retry makes nothing due", universalEntry{NextVaultRotation: t0, RetryAt: t0.Add(-time.Hour)}, off, stepNone, time.Time{}},
+		{"an unproven next secret is verified first", universalEntry{NextClientSecret: "n", NextCreatedAt: t0, NextVaultRotation: t0.Add(time.Hour)}, p, stepVerify, t0},
+		{"a proven next secret is switched to on time", universalEntry{NextClientSecret: "n", NextVerifiedAt: t0, NextVaultRotation: t0.Add(time.Hour)}, p, stepSwitch, t0.Add(time.Hour)},
+		{"disabled: a held next secret is still switched to", universalEntry{NextClientSecret: "n", NextVerifiedAt: t0, NextVaultRotation: t0.Add(time.Hour)}, off, stepSwitch, t0.Add(time.Hour)},
+		{"the previous secret goes before any creation", universalEntry{PreviousClientSecret: "o", RetirePreviousAt: t0.Add(45 * time.Minute), NextVaultRotation: t0}, p, stepRetire, t0.Add(45 * time.Minute)},
+		{"a failed retire waits for its retry", universalEntry{PreviousClientSecret: "o", RetirePreviousAt: t0, RetryAt: t0.Add(time.Minute)}, p, stepRetire, t0.Add(time.Minute)},
+	}
+	for _, tc := range cases {
+		step, at := tc.e.nextStep(tc.p)
+		if step != tc.step || !at.Equal(tc.at) {
+			t.Errorf("%s: step %d at %s, want %d at %s", tc.name, step, at, tc.step, tc.at)
+		}
+	}
+}
+
+// TestUniversalNeverServesARefusedSecret: a next secret that could not be
+// proven at its creation (token endpoint down) and is gone by its switch
+// (deleted outside Vault) is never served; the working secret stays, and
+// the rotation starts over.
+func TestUniversalNeverServesARefusedSecret(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(nil)
+	w := env.universalWorld()
+	env.ubRotating(w)
+	env.clock.Advance(23*time.Hour + time.Minute)
+	env.snyk.Faults().Inject(snyktest.RouteOAuthToken, fault.Fault{Status: 503})
+	env.tick()
+	env.snyk.Faults().Clear()
+	e, _ := getUniversal(context.Background(), env.storage, "prod")
+	if e.NextClientSecret == "" || !e.NextVerifiedAt.IsZero() {
+		t.Fatalf("setup: want an unproven next secret, got next %v verified %v", e.NextClientSecret != "", e.NextVerifiedAt)
+	}
+	client, _ := env.b.snykClient(context.Background(), env.view)
+	if _, err := client.ManageInstallSecret(context.Background(), testOrgID, w.install, "delete", e.NextClientSecret); err != nil {
+		t.Fatal(err)
+	}
+	env.advance(time.Hour, time.Minute)
+	if got := env.ubEnv().Data["CLIENT_SECRET"]; got != w.secret {
+		t.Fatal("a secret the token endpoint refuses was served")
+	}
+	env.advance(10*time.Minute, time.Minute)
+	read := env.ubEnv()
+	if got := read.Data["CLIENT_SECRET"].(string); got == w.secret || !slices.Contains(env.snyk.InstallSecrets(w.install), got) {
+		t.Fatalf("the rotation did not start over with a working secret (served the old one: %v)", got == w.secret)
+	}
+}
+
+// TestUniversalRetireNeedsAWorkingSecret: the old secret is never deleted
+// while the served one is refused (replaced outside Vault); writing the
+// replacement as client_secret recovers, dropping the secrets the replace
+// killed.
+func TestUniversalRetireNeedsAWorkingSecret(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(nil)
+	w := env.universalWorld()
+	env.ubRotating(w)
+	env.advance(24*time.Hour+time.Minute, 5*time.Minute)
+	served := env.ubEnv().Data["CLIENT_SECRET"].(string)
+	client, _ := env.b.snykClient(context.Background(), env.view)
+	if _, err := client.ManageInstallSecret(context.Background(), testOrgID, w.install, "delete", served); err != nil {
+		t.Fatal(err)
+	}
+	env.advance(50*time.Minute, time.Minute)
+	status := env.mustOK(logical.ReadOperation, "universal/prod", nil).Data
+	if !slices.Contains(env.snyk.InstallSecrets(w.install), w.secret) || !strings.Contains(status["last_rotation_error"].(string), "refuses CLIENT_SECRET") {
+		t.Fatalf("the previous secret must be kept while the served one is refused: %v", status["last_rotation_error"])
+	}
+	replacement := env.snyk.ReplaceInstallSecretOutsideVault(w.install)
+	env.mustOK(logical.UpdateOperation, "universal/prod", map[string]interface{}{"client_secret": replacement})
+	status = env.mustOK(logical.ReadOperation, "universal/prod", nil).Data
+	if status["rotation_state"] != stateActive || status["last_rotation_error"] != "" || env.ubEnv().Data["CLIENT_SECRET"] != replacement {
+		t.Fatalf("after the recovery write: state %v, error %v", status["rotation_state"], status["last_rotation_error"])
 	}
 }

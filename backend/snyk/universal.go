@@ -21,7 +21,31 @@ import (
 const (
 	universalVersion     = "2024-10-15"
 	installSecretVersion = "2024-05-23"
+	appInstallsVersion   = "2024-05-31"
 )
+
+// AppInstall is an app installed in an org, as the org's list shows it (no
+// secret).
+type AppInstall struct{ ID, ClientID string }
+
+// ListAppInstalls lists the app installs of an org.
+func (c *Client) ListAppInstalls(ctx context.Context, orgID string) ([]AppInstall, error) {
+	if err := required("org ID", orgID); err != nil {
+		return nil, err
+	}
+	var out []AppInstall
+	err := c.listAll(ctx, "/rest/orgs/"+seg(orgID)+"/apps/installs", appInstallsVersion, func(rs []jsonResource) error {
+		for _, r := range rs {
+			var a struct {
+				ClientID string `json:"client_id"`
+			}
+			_ = json.Unmarshal(r.Attributes, &a)
+			out = append(out, AppInstall{ID: r.ID, ClientID: a.ClientID})
+		}
+		return nil
+	})
+	return out, err
+}
 
 // Deployment is a Universal Broker deployment as its install's list shows it.
 type Deployment struct {

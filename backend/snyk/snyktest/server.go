@@ -187,6 +187,7 @@ func New(opts Options) *Server {
 		{RouteUBCreateConnection, s.authed(s.restAPI(s.handleUBCreateConnection))},
 		{RouteUBContexts, s.authed(s.restAPI(s.handleUBContexts))},
 		{RouteInstallSecrets, s.authed(s.restAPI(s.handleInstallSecrets))},
+		{RouteAppInstalls, s.authed(s.restAPI(s.handleAppInstalls))},
 		// A Broker client's own calls take only its install's bearer token.
 		{RouteHiddenConnections, s.handleHiddenConnections},
 		{RouteHiddenAuthRefresh, s.handleHiddenAuthRefresh},

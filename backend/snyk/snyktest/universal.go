@@ -263,7 +263,7 @@ func (u *universalState) addConnection(deploymentID, name, typ string, required 
 		switch {
 		case ref != nil:
 			c.refs[k] = ref.id
-		case kind == eitherField && !(isEnv && byEnv):
+		case kind == eitherField && (!isEnv || !byEnv):
 			c.plain[k] = v
 		default:
 			// The value is not echoed: it may be a secret pasted by mistake.

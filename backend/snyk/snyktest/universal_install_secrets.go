@@ -1,6 +1,7 @@
 package snyktest
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -11,6 +12,9 @@ import (
 // RouteInstallSecrets manages the client secrets of an app install (Snyk's
 // REST specification of apps; docs.snyk.io, "Manage App details").
 const RouteInstallSecrets = "POST /rest/orgs/{org_id}/apps/installs/{install_id}/secrets"
+
+// RouteAppInstalls lists an org's app installs (never a secret).
+const RouteAppInstalls = "GET /rest/orgs/{org_id}/apps/installs"
 
 // AddAppInstall installs the Snyk Broker App in an org (created without a
 // group if unknown) and returns the install's ID and OAuth client, which
@@ -174,3 +178,34 @@ func (s *Server) handleInstallSecrets(w http.ResponseWriter, r *http.Request) {
 		"data":    map[string]any{"id": in.id, "type": "app_install", "attributes": attrs},
 	})
 }
+
+// handleAppInstalls lists the org's installs as Snyk's spec shows them:
+// id, attributes.client_id and installed_at, relationships.app, no secret.
+func (s *Server) handleAppInstalls(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	org := r.PathValue("org_id")
+	if s.orgs[org] == nil {
+		restError(w, http.StatusNotFound, fmt.Sprintf("Org %s was not found or you may not have the correct permissions to access the org.", org), "")
+		return
+	}
+	u := s.universal()
+	var ids []string
+	for id, in := range u.installs {
+		if in.orgID == org {
+			ids = append(ids, id)
+		}
+	}
+	s.writeList(w, r, ids, func(id string) any {
+		in := u.installs[id]
+		return map[string]any{
+			"id": in.id, "type": "app_install",
+			"attributes":    map[string]any{"client_id": in.clientID, "installed_at": in.installedAt.Format(time.RFC3339)},
+			"relationships": map[string]any{"app": map[string]any{"data": map[string]any{"id": SnykBrokerAppID, "type": "app"}}},
+		}
+	})
+}
+
+// SnykBrokerAppID is the Snyk Broker App's ID in most regions (docs.snyk.io,
+// "Universal Broker prerequisites").
+const SnykBrokerAppID = "cb43d761-bd17-4b44-9b6c-e5b8ad077d33"
