@@ -95,7 +95,14 @@ func bootstrapDo(t *testing.T, c *api.Client, op, path string, data map[string]i
 	case "list":
 		return c.Logical().List(path)
 	case "delete":
-		return c.Logical().Delete(path)
+		if data == nil {
+			return c.Logical().Delete(path)
+		}
+		query := map[string][]string{}
+		for k, v := range data {
+			query[k] = []string{fmt.Sprint(v)}
+		}
+		return c.Logical().DeleteWithData(path, query)
 	}
 	t.Fatalf("unknown op %q", op)
 	return nil, nil
