@@ -154,10 +154,18 @@ $(GOLANGCI_LINT):
 	GOBIN=$(BIN)/.golangci GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	mv $(BIN)/.golangci/golangci-lint $(GOLANGCI_LINT)
 
+# The figures of the README's Performance section: Go benchmarks of the
+# engine, then against real Vault servers (in-memory and Raft storage) the
+# read table at 1, 8 and 64 clients, 1,000 readers at a switch, and 10,000
+# integrations (a run of 15-20 minutes; SNYK_PERF_CELL shortens the cells).
 bench: build sim vault
 	$(GO) test -run '^$$' -bench . -benchmem ./backend/...
+	@rm -f $(BIN)/bench-figures.txt
 	VAULT_BINARY=$(VAULT) PLUGIN_BINARY=$(PLUGIN) SIM_BINARY=$(SIM) PLUGIN_VERSION=$(VERSION) \
 		$(GO) test -run '^$$' -bench . -benchtime 2000x ./e2e/...
+	VAULT_BINARY=$(VAULT) PLUGIN_BINARY=$(PLUGIN) SIM_BINARY=$(SIM) PLUGIN_VERSION=$(VERSION) SNYK_PERF=1 E2E_FIGURES=$(BIN)/bench-figures.txt \
+		$(GO) test -count=1 -timeout 60m -run '^TestPerformance' ./e2e/...
+	@echo; echo "== figures (also in $(BIN)/bench-figures.txt) =="; cat $(BIN)/bench-figures.txt
 
 # Release artifacts in dist/: static binaries per platform, SHA256SUMS and a
 # CycloneDX SBOM (cyclonedx-gomod, pinned, installed from the Go module proxy).

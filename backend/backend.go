@@ -77,6 +77,9 @@ type backend struct {
 	integrationLocks []*locksutil.LockEntry
 
 	rotation *rotationManager
+	// integrations caches decoded integration entries for reads
+	// (integration_cache.go).
+	integrations *integrationCache
 	// metrics counts what the engine did since this process started.
 	metrics *engineMetrics
 
@@ -99,6 +102,7 @@ func newBackend(opts Options) *backend {
 		b.now = time.Now
 	}
 	b.rotation = newRotationManager(b)
+	b.integrations = newIntegrationCache(integrationCacheSize)
 	b.metrics = newEngineMetrics()
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
@@ -146,8 +150,11 @@ func newBackend(opts Options) *backend {
 }
 
 func (b *backend) invalidate(_ context.Context, key string) {
-	if key == configStoragePath {
+	switch {
+	case key == configStoragePath:
 		b.resetClient()
+	case strings.HasPrefix(key, integrationStoragePrefix):
+		b.integrations.drop(key)
 	}
 }
 

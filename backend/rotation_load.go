@@ -16,15 +16,16 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 		return nil
 	}
 	m := b.rotation
+	s := b.withCache(req.Storage)
 	// Vault logs a failed initialization once and never retries it, which
 	// would leave the mount without rotations until the next reload. So a
 	// storage error here only defers the load to the loop, with back-off.
-	if err := m.load(ctx, req.Storage, 0); err != nil {
+	if err := m.load(ctx, s, 0); err != nil {
 		b.log().Error("rotation engine: loading from storage failed; the loop starts anyway and retries the load", "error", err)
-		m.deferLoad(req.Storage)
+		m.deferLoad(s)
 	}
 	if !b.opts.NoTicker {
-		m.start(req.Storage)
+		m.start(s)
 	}
 	return nil
 }
@@ -76,6 +77,7 @@ func (m *rotationManager) retryLoad(ctx context.Context, s logical.Storage) bool
 // clean is the backend's Clean: it stops the ticker on unmount or shutdown.
 func (b *backend) clean(context.Context) {
 	b.rotation.stop()
+	b.integrations.purge()
 }
 
 // load reconciles interrupted calls and rebuilds the queue and the lanes.

@@ -72,7 +72,7 @@ func (b *backend) currentIntegration(ctx context.Context, s logical.Storage, nam
 	if e := b.rotation.unsavedEntry(queueKey(name, scmKind)); e != nil {
 		return e, nil
 	}
-	return getIntegration(ctx, s, name, scmKind)
+	return b.cachedIntegration(ctx, s, name, scmKind)
 }
 
 // integrationForWrite reads an integration for a write, after storing any

@@ -19,6 +19,8 @@ type faultyStorage struct {
 	// afterGet, when set, runs after a Get read its entry and before it
 	// returns: a test can hold a reader there while a writer goes ahead.
 	afterGet func(key string)
+	// gets counts the Gets of each key.
+	gets map[string]int
 }
 
 // storageFault fails op ("get", "put", "delete", "list") on keys with
@@ -69,6 +71,10 @@ func (f *faultyStorage) Get(ctx context.Context, key string) (*logical.StorageEn
 	e, err := f.InmemStorage.Get(ctx, key)
 	f.mu.Lock()
 	hook := f.afterGet
+	if f.gets == nil {
+		f.gets = map[string]int{}
+	}
+	f.gets[key]++
 	f.mu.Unlock()
 	if hook != nil {
 		hook(key)
@@ -95,4 +101,11 @@ func (f *faultyStorage) List(ctx context.Context, prefix string) ([]string, erro
 		return nil, err
 	}
 	return f.InmemStorage.List(ctx, prefix)
+}
+
+// getsOf returns how many Gets key has seen.
+func (f *faultyStorage) getsOf(key string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gets[key]
 }

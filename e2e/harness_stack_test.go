@@ -20,6 +20,20 @@ type stack struct {
 // newStack starts a simulator and a Vault server in dir, registers and
 // enables the plugin and writes snyk/config against the simulator.
 func newStack(dir string) (*stack, error) {
+	return newStackWith(dir, stackOptions{})
+}
+
+// stackOptions change what newStackWith starts: the default is file
+// storage, trace logs and a file audit device (the secret-hygiene scan
+// reads both); make bench's figures want other storage and less logging.
+type stackOptions struct {
+	storage  func(dataDir string) string
+	logLevel string
+	noAudit  bool
+	config   map[string]interface{} // extra snyk/config fields
+}
+
+func newStackWith(dir string, o stackOptions) (*stack, error) {
 	s := &stack{dir: dir}
 	var err error
 	if s.sim, err = startSim(dir); err != nil {
@@ -29,7 +43,7 @@ func newStack(dir string) (*stack, error) {
 		s.stop()
 		return nil, err
 	}
-	if s.vault, err = newVaultServer(dir); err != nil {
+	if s.vault, err = newVaultServerWith(dir, o.storage, o.logLevel); err != nil {
 		return fail(err)
 	}
 	if err := s.vault.start(); err != nil {
@@ -41,19 +55,25 @@ func newStack(dir string) (*stack, error) {
 	if err := s.vault.registerAndEnable(); err != nil {
 		return fail(fmt.Errorf("%w\n%s", err, tailFile(s.vault.logPath, 60)))
 	}
-	if err := s.vault.enableFileAudit(); err != nil {
-		return fail(err)
+	if !o.noAudit {
+		if err := s.vault.enableFileAudit(); err != nil {
+			return fail(err)
+		}
 	}
 	ca, err := os.ReadFile(s.sim.info.CACertFile)
 	if err != nil {
 		return fail(err)
 	}
-	_, err = s.vault.client.Logical().Write(mountPath+"/config", map[string]interface{}{
+	cfg := map[string]interface{}{
 		"api_token": s.sim.info.APIToken,
 		"api_url":   s.sim.info.SnykURL,
 		"ca_cert":   string(ca),
 		"ttl":       "1h",
-	})
+	}
+	for k, v := range o.config {
+		cfg[k] = v
+	}
+	_, err = s.vault.client.Logical().Write(mountPath+"/config", cfg)
 	if err != nil {
 		return fail(fmt.Errorf("writing snyk/config: %w\n%s", err, tailFile(s.vault.logPath, 60)))
 	}

@@ -31,8 +31,16 @@ type vaultServer struct {
 }
 
 // newVaultServer writes the server config (file storage, plugin_directory
-// with a copy of the plugin binary, loopback listener without TLS).
+// with a copy of the plugin binary, loopback listener without TLS), logging
+// at trace: the most the server and the plugin ever log, so that the
+// secret-hygiene scan (harness_hygiene_test.go) sees all of it.
 func newVaultServer(dir string) (*vaultServer, error) {
+	return newVaultServerWith(dir, nil, "")
+}
+
+// newVaultServerWith is newVaultServer with another storage stanza (file
+// storage when nil) and log level (trace when empty).
+func newVaultServerWith(dir string, storage func(string) string, logLevel string) (*vaultServer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -41,9 +49,21 @@ func newVaultServer(dir string) (*vaultServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Trace: the most the server and the plugin ever log, so that the
-	// secret-hygiene scan (harness_hygiene_test.go) sees all of it.
-	return newVaultServerOn(dir, port, clusterPort, fileStorage, "trace")
+	if storage == nil {
+		storage = fileStorage
+	}
+	if logLevel == "" {
+		logLevel = "trace"
+	}
+	return newVaultServerOn(dir, port, clusterPort, storage, logLevel)
+}
+
+// inmemStorage keeps everything in the server's memory (lost on restart).
+func inmemStorage(string) string { return "storage \"inmem\" {}\n" }
+
+// raftStorage is a single-node integrated storage (Raft) cluster.
+func raftStorage(dataDir string) string {
+	return fmt.Sprintf("storage \"raft\" {\n  path    = %q\n  node_id = \"bench\"\n}\n", dataDir)
 }
 
 func fileStorage(dataDir string) string {

@@ -1,0 +1,248 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestPerformanceScale creates 10,000 integrations through Vault's API
+// against the simulator, on single-node Raft storage, and prints what a
+// company-scale mount costs: plugin memory at rest and in a rotation storm,
+// mount initialisation after a plugin reload and a Vault restart, LIST
+// latency, CPU per idle tick at 1 and 10,000 integrations, the storm's drain
+// rate against the configured budget, and storage per integration.
+//
+// A Snyk org has at most one integration per SCM type, so 10,000
+// integrations need 2,000 orgs (5 SCMs each): 1,600 of them in 20 groups,
+// and 400 outside any group, whose 2,000 integrations fall due at once (a
+// group serializes its rotations: one provisional token per group).
+func TestPerformanceScale(t *testing.T) {
+	perfEnabled(t)
+	const (
+		orgs, grouped, groups = 2000, 1600, 20
+		budget                = 1800 // Snyk requests per minute for the storm
+	)
+	kinds := []string{"github", "github-enterprise", "gitlab", "azure-repos", "bitbucket-server"}
+	s := perfStack(t, raftStorage, map[string]interface{}{
+		"rotation_requests_per_minute": budget, "rotation_concurrency": 8, "scm_check_period": "720h",
+	})
+	i := s.sim.info
+	pid := func() int {
+		pids := pluginPIDs(t, s)
+		if len(pids) == 0 {
+			t.Fatal("no plugin process")
+		}
+		return pids[0]
+	}
+	idleTick := func(label string) {
+		p := pid()
+		before := procCPU(p)
+		time.Sleep(20 * time.Second)
+		report(t, fmt.Sprintf("scale: plugin CPU per idle tick with %s: %.2f ms (20 ticks of 1 s)", label, ms(procCPU(p)-before)/20))
+	}
+	raftDir := filepath.Join(s.dir, "vault-data")
+	sizeBefore := dirSize(raftDir)
+	idleTick("1 config, 0 integrations")
+
+	// The storm set falls due at one instant: created with a daily
+	// schedule whose provision time is 90 s from now, after every create.
+	now := time.Now().UTC()
+	switchAt := now.Add(4 * time.Minute).Truncate(time.Minute)
+	dueAt := now.Add(150 * time.Second)
+	ahead := switchAt.Sub(dueAt).Round(time.Second)
+	storm := map[string]interface{}{
+		"rotation_schedule": fmt.Sprintf("%d %d * * *", switchAt.Minute(), switchAt.Hour()),
+		"provision_ahead":   fmt.Sprintf("%ds", int(ahead.Seconds())),
+	}
+
+	scm := map[string]map[string]interface{}{
+		"github":            {"scm_token": i.GitHubToken, "scm_api_url": i.GitHubURL},
+		"github-enterprise": {"scm_token": i.GHEToken, "scm_url": i.GHEURL},
+		"gitlab":            {"scm_token": i.GitLabToken, "scm_url": i.GitLabURL},
+		"azure-repos":       {"scm_token": i.AzureToken, "scm_url": i.AzureURL, "azure_org": i.AzureOrg},
+		"bitbucket-server":  {"scm_username": i.BitbucketUsername, "scm_password": i.BitbucketPassword, "scm_url": i.BitbucketURL},
+	}
+	type job struct {
+		name, org, kind, id string
+		storm               bool
+	}
+	jobs := make(chan job, 256)
+	var created, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				data := map[string]interface{}{"org_id": j.org, "integration_id": j.id, "broker_token_source": "enable", "skip_scm_validation": true}
+				for k, v := range scm[j.kind] {
+					data[k] = v
+				}
+				if j.storm {
+					for k, v := range storm {
+						data[k] = v
+					}
+				}
+				if _, err := s.vault.client.Logical().Write(mountPath+"/integrations/"+j.name+"/"+j.kind, data); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				created.Add(1)
+			}
+		}()
+	}
+	for n := 0; n < orgs; n++ {
+		org := newUUID(t)
+		group := ""
+		if n < grouped {
+			group = fmt.Sprintf("7d3f0a52-1c4e-4b9a-9e2d-%012d", n%groups)
+		}
+		if err := s.sim.adminDo("POST", "/orgs", map[string]string{"org_id": org, "group_id": group, "name": fmt.Sprintf("org %d", n)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, kind := range kinds {
+			id, _ := s.sim.addIntegration(t, org, kind, false)
+			jobs <- job{name: fmt.Sprintf("o%04d", n), org: org, kind: kind, id: id, storm: n >= grouped}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	took := time.Since(start)
+	if failed.Load() > 0 {
+		t.Fatalf("%d creates failed (first: %v)", failed.Load(), firstErr.Load())
+	}
+	report(t, fmt.Sprintf("scale: created %d integrations in %.0f s (%.0f/s, 16 writers, Raft)", created.Load(), took.Seconds(), float64(created.Load())/took.Seconds()))
+	if time.Now().After(dueAt) {
+		t.Fatalf("creating took too long: the storm set fell due before the last create (%s)", took)
+	}
+	report(t, fmt.Sprintf("scale: plugin RSS at rest with %d integrations: %.1f MiB", created.Load(), float64(procRSSKB(pid()))/1024))
+	report(t, fmt.Sprintf("scale: Raft storage grew %.1f MB, %.1f KB per integration", float64(dirSize(raftDir)-sizeBefore)/1e6, float64(dirSize(raftDir)-sizeBefore)/1e3/float64(created.Load())))
+	for _, path := range []string{mountPath + "/integrations", mountPath + "/integrations/o0001"} {
+		t0 := time.Now()
+		for k := 0; k < 5; k++ {
+			if _, err := s.vault.client.Logical().List(path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		report(t, fmt.Sprintf("scale: LIST %s: %.1f ms", path, ms(time.Since(t0))/5))
+	}
+
+	// The storm: 2,000 provisions due at dueAt.
+	provisionRoute := "POST /v1/org/{orgId}/integrations/{integrationId}/authentication/provision-token"
+	provisionsBefore := s.sim.calls(t, "snyk")[provisionRoute]
+	totalBefore := sumCalls(s.sim.calls(t, "snyk"))
+	time.Sleep(time.Until(dueAt))
+	var maxRSS int64
+	var firstAt, lastAt time.Time
+	stormSet := int64((orgs - grouped) * len(kinds))
+	err := waitFor(10*time.Minute, time.Second, func() (bool, error) {
+		maxRSS = max(maxRSS, procRSSKB(pid()))
+		n := int64(s.sim.calls(t, "snyk")[provisionRoute] - provisionsBefore)
+		if n > 0 && firstAt.IsZero() {
+			firstAt = time.Now()
+		}
+		if n >= stormSet {
+			lastAt = time.Now()
+			return true, nil
+		}
+		return false, fmt.Errorf("%d of %d provisioned", n, stormSet)
+	})
+	if err != nil {
+		t.Fatalf("the storm did not drain: %v", err)
+	}
+	total := sumCalls(s.sim.calls(t, "snyk")) - totalBefore
+	minutes := time.Since(dueAt).Minutes()
+	rate := float64(total) / minutes
+	report(t, fmt.Sprintf("scale: storm of %d due at once drained in %.0f s: %d Snyk requests, %.0f per minute = %.0f%% of the budget (%d/min); plugin RSS peak %.1f MiB",
+		stormSet, lastAt.Sub(dueAt).Seconds(), total, rate, 100*rate/budget, budget, float64(maxRSS)/1024))
+	if resp, err := s.vault.client.Logical().ReadRaw(mountPath + "/metrics"); err == nil {
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got := "0"
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, "snyk_broker_upstream_requests_total{") && strings.Contains(line, `status="429"`) && strings.Contains(line, `upstream="snyk"`) {
+				got = line[strings.LastIndex(line, " ")+1:]
+			}
+		}
+		report(t, fmt.Sprintf("scale: Snyk 429 answers during the whole run: %s", got))
+	}
+	idleTick(fmt.Sprintf("%d integrations", created.Load()))
+
+	// Mount initialisation: the queue rebuilt from storage.
+	reloadStart := time.Now()
+	if _, stderr, err := s.vault.cli(t, "plugin", "reload", "-plugin="+pluginName); err != nil {
+		t.Fatalf("plugin reload: %v: %s", err, stderr)
+	}
+	report(t, fmt.Sprintf("scale: mount initialised %.2f s after a plugin reload", waitLoaded(t, s, reloadStart, created.Load()).Seconds()))
+	s.vault.stop()
+	if err := s.vault.start(); err != nil {
+		t.Fatal(err)
+	}
+	unsealStart := time.Now()
+	if err := s.vault.unseal(); err != nil {
+		t.Fatal(err)
+	}
+	report(t, fmt.Sprintf("scale: mount initialised %.2f s after a Vault restart's unseal", waitLoaded(t, s, unsealStart, created.Load()).Seconds()))
+}
+
+// waitLoaded waits for the plugin's "rotation engine loaded" log line with
+// n integrations written after since, and returns how long after since it
+// was logged.
+func waitLoaded(t *testing.T, s *stack, since time.Time, n int64) time.Duration {
+	t.Helper()
+	want := fmt.Sprintf("integrations=%d", n)
+	var at time.Time
+	err := waitFor(2*time.Minute, 200*time.Millisecond, func() (bool, error) {
+		// Ask the mount something: Vault starts a reloaded plugin lazily.
+		_, _ = s.vault.client.Logical().Read(mountPath + "/config")
+		raw, err := os.ReadFile(s.vault.logPath)
+		if err != nil {
+			return false, err
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if !strings.Contains(line, "rotation engine loaded") || !strings.Contains(line, want) {
+				continue
+			}
+			ts, err := time.Parse(time.RFC3339Nano, strings.Fields(line)[0])
+			if err == nil && ts.After(since) {
+				at = ts
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("the mount never logged its load of %d integrations: %v", n, err)
+	}
+	return at.Sub(since)
+}
+
+func sumCalls(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// dirSize is the bytes of the files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
+}
