@@ -80,6 +80,9 @@ type backend struct {
 	// integrations caches decoded integration entries for reads
 	// (integration_cache.go).
 	integrations *integrationCache
+	// index answers mount-wide questions without reading every entry
+	// (integration_index.go).
+	index *integrationIndex
 	// metrics counts what the engine did since this process started.
 	metrics *engineMetrics
 
@@ -103,6 +106,7 @@ func newBackend(opts Options) *backend {
 	}
 	b.rotation = newRotationManager(b)
 	b.integrations = newIntegrationCache(integrationCacheSize)
+	b.index = newIntegrationIndex()
 	b.metrics = newEngineMetrics()
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
@@ -155,6 +159,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.resetClient()
 	case strings.HasPrefix(key, integrationStoragePrefix):
 		b.integrations.drop(key)
+		b.index.invalidate()
 	}
 }
 

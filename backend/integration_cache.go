@@ -115,6 +115,8 @@ func (c *integrationCache) stats() (hits, misses uint64, size int) {
 type cachingStorage struct {
 	logical.Storage
 	cache *integrationCache
+	// index is kept current the same way (integration_index.go).
+	index *integrationIndex
 }
 
 func (s cachingStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
@@ -123,7 +125,13 @@ func (s cachingStorage) Put(ctx context.Context, e *logical.StorageEntry) error 
 	}
 	s.cache.drop(e.Key)
 	defer s.cache.drop(e.Key)
-	return s.Storage.Put(ctx, e)
+	if err := s.Storage.Put(ctx, e); err != nil {
+		// Maybe written after all: the index rebuilds rather than guess.
+		s.index.invalidate()
+		return err
+	}
+	s.index.stored(e.Key, e.Value)
+	return nil
 }
 
 func (s cachingStorage) Delete(ctx context.Context, key string) error {
@@ -132,7 +140,12 @@ func (s cachingStorage) Delete(ctx context.Context, key string) error {
 	}
 	s.cache.drop(key)
 	defer s.cache.drop(key)
-	return s.Storage.Delete(ctx, key)
+	if err := s.Storage.Delete(ctx, key); err != nil {
+		s.index.invalidate()
+		return err
+	}
+	s.index.deleted(key)
+	return nil
 }
 
 // withCache wraps s, once.
@@ -143,7 +156,7 @@ func (b *backend) withCache(s logical.Storage) logical.Storage {
 	if _, ok := s.(cachingStorage); ok {
 		return s
 	}
-	return cachingStorage{Storage: s, cache: b.integrations}
+	return cachingStorage{Storage: s, cache: b.integrations, index: b.index}
 }
 
 // HandleRequest gives every request the caching storage, so that no write

@@ -155,3 +155,37 @@ func TestCachedCopiesAreIndependent(t *testing.T) {
 		t.Fatalf("the cached entry changed: %v", again.SCMProblems)
 	}
 }
+
+// TestCreateDoesNotReadEveryIntegration: a create's mount-wide checks (is
+// this Snyk integration managed already, does another own this token) come
+// from the index, not from reading every stored integration.
+func TestCreateDoesNotReadEveryIntegration(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(nil)
+	for i := 0; i < 40; i++ {
+		org := fmt.Sprintf("%08d-1b4e-4b8e-9d11-3c0f1b1d2a55", i)
+		env.snyk.AddOrg(org, testGroupID, fmt.Sprint("org ", i))
+		env.snyk.AddIntegration(org, "github", false)
+		env.mustOK(logical.CreateOperation, "integrations/"+org+"/github", env.integrationData("github"))
+	}
+	others := func() int {
+		n := 0
+		for i := 0; i < 40; i++ {
+			n += env.view.getsOf(integrationStorageKey(fmt.Sprintf("%08d-1b4e-4b8e-9d11-3c0f1b1d2a55", i), "github"))
+		}
+		return n
+	}
+	before := others()
+	env.snyk.AddIntegration(testOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"))
+	if n := others() - before; n != 0 {
+		t.Fatalf("creating one integration read %d other integrations", n)
+	}
+	// A second name for the same Snyk integration is still refused, and a
+	// write on another node (Invalidate) rebuilds the index.
+	env.b.invalidate(context.Background(), integrationStorageKey(testOrgID, "github"))
+	id := env.snyk.IntegrationIDs(testOrgID)["github"]
+	env.mustFail400(logical.CreateOperation, "integrations/payments/github", map[string]interface{}{
+		"org_id": testOrgID, "integration_id": id, "scm_token": ghGood, "scm_api_url": env.githubURL,
+	}, testOrgID+"/github")
+}

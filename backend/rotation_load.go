@@ -78,6 +78,7 @@ func (m *rotationManager) retryLoad(ctx context.Context, s logical.Storage) bool
 func (b *backend) clean(context.Context) {
 	b.rotation.stop()
 	b.integrations.purge()
+	b.index.invalidate()
 }
 
 // load reconciles interrupted calls and rebuilds the queue and the lanes.

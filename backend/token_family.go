@@ -62,6 +62,9 @@ func (b *backend) familyView(ctx context.Context, s logical.Storage, e *integrat
 // sharersOf lists the integrations sharing key's token. Computed, not
 // stored: a stored list would need the owner's and a sharer's locks at once.
 func sharersOf(ctx context.Context, s logical.Storage, key string) ([]string, error) {
+	if idx := indexOf(s); idx != nil {
+		return idx.find(ctx, s, func(_ string, r indexRow) bool { return r.tokenOwner == key })
+	}
 	entries, err := listIntegrations(ctx, s)
 	if err != nil {
 		return nil, err
@@ -78,11 +81,18 @@ func sharersOf(ctx context.Context, s logical.Storage, key string) ([]string, er
 // familyOwnerOfToken finds the integration that owns token (compared by
 // fingerprint, so that no comparison of secrets is ever logged), "" if none.
 func familyOwnerOfToken(ctx context.Context, s logical.Storage, token string) (string, error) {
+	want := fingerprint(token)
+	if idx := indexOf(s); idx != nil {
+		keys, err := idx.find(ctx, s, func(_ string, r indexRow) bool { return r.tokenOwner == "" && r.tokenFP == want })
+		if err != nil || len(keys) == 0 {
+			return "", err
+		}
+		return keys[0], nil
+	}
 	entries, err := listReadableIntegrations(ctx, s)
 	if err != nil {
 		return "", err
 	}
-	want := fingerprint(token)
 	for _, e := range entries {
 		if e.TokenOwner == "" && e.CurrentToken != "" && fingerprint(e.CurrentToken) == want {
 			return queueKey(e.Name, e.SCM), nil
