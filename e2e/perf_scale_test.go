@@ -176,6 +176,17 @@ func TestPerformanceScale(t *testing.T) {
 		}
 		report(t, fmt.Sprintf("scale: Snyk 429 answers during the whole run: %s", got))
 	}
+	// Idle: the storm's switches (and any retries) are over when Snyk
+	// hears nothing for 20 s.
+	quiet := sumCalls(s.sim.calls(t, "snyk"))
+	if err := waitFor(10*time.Minute, 20*time.Second, func() (bool, error) {
+		n := sumCalls(s.sim.calls(t, "snyk"))
+		done := n == quiet
+		quiet = n
+		return done, nil
+	}); err != nil {
+		t.Fatalf("the mount never went quiet after the storm: %v", err)
+	}
 	idleTick(fmt.Sprintf("%d integrations", created.Load()))
 
 	// Mount initialisation: the queue rebuilt from storage.
