@@ -46,6 +46,16 @@
 //	scm_rotation.go                  GitLab token self-rotation
 //	root_rotation.go                 rotate-root: the engine's own client secret
 //	path_status.go, metrics.go       snyk/status and snyk/metrics (Prometheus text)
+//	integration_cache.go             decoded integrations for reads, and the storage wrapper every write goes through
+//	integration_index.go             which entry manages an integration ID or owns a token, without reading them all
+//	universal_deployment.go          a Universal Broker deployment: the stored entry and its status
+//	universal_input.go               deployment and credential fields, and how a write applies them
+//	universal_checks.go              a deployment checked against Snyk and its SCMs
+//	universal_client_secret.go       the install's client and secret, as writes check them
+//	universal_monitor.go             the scheduled check, run unlocked, recorded if nothing changed
+//	universal_rotation.go            the client-secret rotation with overlap: create, verify, switch, retire
+//	universal_unsaved.go             a created secret storage refused, kept until stored
+//	universal_recovery.go            deployments queued at start-up; an interrupted creation reported
 //
 // # The rotation state machine
 //
