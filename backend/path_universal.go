@@ -61,13 +61,9 @@ func (b *backend) pathUniversalList(ctx context.Context, req *logical.Request, _
 }
 
 func (b *backend) pathUniversalRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if p := checkName(name); p != "" {
-		return logical.ErrorResponse(p), nil
-	}
-	e, err := b.currentUniversal(ctx, req.Storage, name)
-	if err != nil || e == nil {
-		return nil, err
+	e, resp, err := b.universalOfPath(ctx, req, d)
+	if resp != nil || err != nil || e == nil {
+		return resp, err
 	}
 	cfg, err := b.configOrDefaults(ctx, req.Storage)
 	if err != nil {

@@ -53,26 +53,19 @@ func (b *backend) pathUniversalCredentialExists(ctx context.Context, req *logica
 }
 
 func (b *backend) pathUniversalCredentialList(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if p := checkName(name); p != "" {
-		return logical.ErrorResponse(p), nil
-	}
-	e, err := b.currentUniversal(ctx, req.Storage, name)
-	if err != nil || e == nil {
-		return nil, err
+	e, resp, err := b.universalOfPath(ctx, req, d)
+	if resp != nil || err != nil || e == nil {
+		return resp, err
 	}
 	return logical.ListResponse(e.credentialNames()), nil
 }
 
 func (b *backend) pathUniversalCredentialRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, env := d.Get("name").(string), d.Get("env").(string)
-	if p := checkName(name); p != "" {
-		return logical.ErrorResponse(p), nil
+	e, resp, err := b.universalOfPath(ctx, req, d)
+	if resp != nil || err != nil || e == nil {
+		return resp, err
 	}
-	e, err := b.currentUniversal(ctx, req.Storage, name)
-	if err != nil || e == nil {
-		return nil, err
-	}
+	env := d.Get("env").(string)
 	c := e.Credentials[env]
 	if c == nil {
 		return nil, nil

@@ -82,13 +82,9 @@ func (e *universalEntry) leaseTTL(p policy, now time.Time) time.Duration {
 // pathUniversalEnvRead serves the client's environment from storage alone:
 // no call to Snyk or an SCM.
 func (b *backend) pathUniversalEnvRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if p := checkName(name); p != "" {
-		return logical.ErrorResponse(p), nil
-	}
-	e, err := b.currentUniversal(ctx, req.Storage, name)
-	if err != nil || e == nil {
-		return nil, err
+	e, resp, err := b.universalOfPath(ctx, req, d)
+	if resp != nil || err != nil || e == nil {
+		return resp, err
 	}
 	cfg, err := b.config(ctx, req.Storage)
 	if err != nil {
@@ -114,7 +110,7 @@ func (b *backend) pathUniversalEnvRead(ctx context.Context, req *logical.Request
 		data["next_client_secret"] = e.NextClientSecret
 		data["next_switch_at"] = timeOrNil(e.NextVaultRotation)
 	}
-	resp := b.Secret(secretTypeUniversalEnv).Response(data, map[string]interface{}{"name": e.Name, "deployment_id": e.DeploymentID})
+	resp = b.Secret(secretTypeUniversalEnv).Response(data, map[string]interface{}{"name": e.Name, "deployment_id": e.DeploymentID})
 	resp.Secret.TTL, resp.Secret.MaxTTL, resp.Secret.Renewable = ttl, ttl, false
 	for _, problem := range e.Problems {
 		resp.AddWarning(problem)

@@ -47,10 +47,8 @@ func (m *rotationManager) processUniversalCheck(ctx context.Context, s logical.S
 		}
 		return
 	}
-	cfg, err := b.config(ctx, s)
-	client, cerr := b.snykClient(ctx, s)
-	if err != nil || cfg == nil || cerr != nil || client == nil {
-		m.pushAt(key, now.Add(configMissingRetry))
+	cfg, client, ok := m.configAndClient(ctx, s, key, now)
+	if !ok {
 		return
 	}
 	if now.Before(e.nextCheck(cfg, now)) {

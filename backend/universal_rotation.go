@@ -154,10 +154,8 @@ func (m *rotationManager) processUniversal(ctx context.Context, s logical.Storag
 	if e == nil {
 		return
 	}
-	cfg, err := b.config(ctx, s)
-	client, cerr := b.snykClient(ctx, s)
-	if err != nil || cfg == nil || cerr != nil || client == nil {
-		m.pushAt(key, now.Add(configMissingRetry))
+	cfg, client, ok := m.configAndClient(ctx, s, key, now)
+	if !ok {
 		return
 	}
 	step, at := e.nextStep(e.policy(cfg))
@@ -197,6 +195,18 @@ func (m *rotationManager) processUniversal(ctx context.Context, s logical.Storag
 		return
 	}
 	m.scheduleUniversal(e, cfg)
+}
+
+// configAndClient is what a deployment's background step needs: the config
+// and the Snyk client, or key requeued while the engine has no credential.
+func (m *rotationManager) configAndClient(ctx context.Context, s logical.Storage, key string, now time.Time) (*snykConfig, *snyk.Client, bool) {
+	cfg, err := m.b.config(ctx, s)
+	client, cerr := m.b.snykClient(ctx, s)
+	if err != nil || cfg == nil || cerr != nil || client == nil {
+		m.pushAt(key, now.Add(configMissingRetry))
+		return nil, nil, false
+	}
+	return cfg, client, true
 }
 
 // createNextSecret creates the next client secret at Snyk beside the

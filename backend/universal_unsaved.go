@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -62,6 +63,17 @@ func (b *backend) currentUniversal(ctx context.Context, s logical.Storage, name 
 		return e, nil
 	}
 	return getUniversal(ctx, s, name)
+}
+
+// universalOfPath reads the deployment a read path names, as the engine
+// knows it: a 400 for a bad name, nil for none.
+func (b *backend) universalOfPath(ctx context.Context, req *logical.Request, d *framework.FieldData) (*universalEntry, *logical.Response, error) {
+	name := d.Get("name").(string)
+	if p := checkName(name); p != "" {
+		return nil, logical.ErrorResponse(p), nil
+	}
+	e, err := b.currentUniversal(ctx, req.Storage, name)
+	return e, nil, err
 }
 
 // universalForWrite reads a deployment for a write, after storing a kept
