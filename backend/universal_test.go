@@ -2,10 +2,6 @@ package backend
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net/url"
 	"slices"
@@ -18,6 +14,7 @@ import (
 
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/fault"
 	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/snyk/snyktest"
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/tlstest"
 )
 
 // ubWorld is one Universal Broker deployment at the fake Snyk: a GitHub
@@ -399,15 +396,14 @@ func TestUniversalPEMCredential(t *testing.T) {
 	}
 }
 
-// testPrivateKeyPEM is a fresh RSA key in PKCS#1 PEM, as GitHub issues an
-// App's private key.
+// testPrivateKeyPEM is a fresh GitHub App style private key.
 func testPrivateKeyPEM(t *testing.T) string {
 	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := tlstest.RSAPrivateKeyPEM()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
+	return key
 }
 
 // dump renders response data for substring checks.

@@ -182,26 +182,44 @@ func renderVaultDynamicSecret(t *testing.T, helm, release, scmType, integration 
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, stderr.String())
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(out))
+	d, ok := yamlDocOfKind[renderedVDS](t, out, "VaultDynamicSecret")
+	if !ok {
+		t.Fatalf("helm rendered no VaultDynamicSecret:\n%s", out)
+	}
+	tr := d.Spec.Destination.Transformation
+	if !tr.ExcludeRaw || strings.Join(tr.Excludes, ",") != ".*" {
+		t.Fatalf("the recipe keeps raw fields in the Secret (excludeRaw %v, excludes %v)", tr.ExcludeRaw, tr.Excludes)
+	}
+	return d
+}
+
+// yamlDocOfKind decodes into a T the first document of the multi-document
+// YAML raw whose kind is kind.
+func yamlDocOfKind[T any](t *testing.T, raw []byte, kind string) (T, bool) {
+	t.Helper()
+	var zero T
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	for {
-		var d renderedVDS
-		err := dec.Decode(&d)
+		var node yaml.Node
+		err := dec.Decode(&node)
 		if errors.Is(err, io.EOF) {
-			break
+			return zero, false
 		}
 		if err != nil {
-			t.Fatalf("helm output: %v", err)
+			t.Fatalf("YAML document: %v", err)
 		}
-		if d.Kind == "VaultDynamicSecret" {
-			tr := d.Spec.Destination.Transformation
-			if !tr.ExcludeRaw || strings.Join(tr.Excludes, ",") != ".*" {
-				t.Fatalf("the recipe keeps raw fields in the Secret (excludeRaw %v, excludes %v)", tr.ExcludeRaw, tr.Excludes)
-			}
-			return d
+		var head struct {
+			Kind string `yaml:"kind"`
 		}
+		if node.Decode(&head) != nil || head.Kind != kind {
+			continue
+		}
+		var d T
+		if err := node.Decode(&d); err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		return d, true
 	}
-	t.Fatalf("helm rendered no VaultDynamicSecret:\n%s", out)
-	return renderedVDS{}
 }
 
 // vsoStaticCredsModel takes VSO v1.4.1's static-creds decisions (see the

@@ -1,15 +1,13 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/snyk-vault/vault-plugin-secrets-snyk/backend/tlstest"
 )
 
 // TestBootstrapUniversalAgentConfig runs Vault Agent with
@@ -105,13 +103,12 @@ func TestBootstrapUniversalAgentConfig(t *testing.T) {
 	}
 }
 
-// testPrivateKeyPEM is a fresh RSA key in PKCS#1 PEM, as GitHub issues an
-// App's private key.
+// testPrivateKeyPEM is a fresh GitHub App style private key.
 func testPrivateKeyPEM(t *testing.T) string {
 	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := tlstest.RSAPrivateKeyPEM()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
+	return key
 }

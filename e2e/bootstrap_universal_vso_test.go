@@ -1,17 +1,12 @@
 package e2e
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // TestVSOUniversalRecipeRestartsAtTheSwitch plays Vault Secrets Operator's
@@ -103,24 +98,13 @@ func universalVDS(t *testing.T) universalVDSDoc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	for {
-		var d universalVDSDoc
-		err := dec.Decode(&d)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.Kind == "VaultDynamicSecret" {
-			// The recipe names deployment prod; the test's is demo.
-			d.Spec.Path = "universal/demo/env"
-			return d
-		}
+	d, ok := yamlDocOfKind[universalVDSDoc](t, raw, "VaultDynamicSecret")
+	if !ok {
+		t.Fatal("no VaultDynamicSecret in universal-broker-vso.yaml")
 	}
-	t.Fatal("no VaultDynamicSecret in universal-broker-vso.yaml")
-	return universalVDSDoc{}
+	// The recipe names deployment prod; the test's is demo.
+	d.Spec.Path = "universal/demo/env"
+	return d
 }
 
 // renderer keeps the raw fields the transformation does not exclude, as

@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -155,4 +156,14 @@ func serial() *big.Int {
 		panic(err)
 	}
 	return n
+}
+
+// RSAPrivateKeyPEM is a fresh 2048-bit RSA key in PKCS#1 PEM, the form in
+// which GitHub issues an App's private key.
+func RSAPrivateKeyPEM() (string, error) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})), nil
 }
