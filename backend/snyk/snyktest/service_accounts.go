@@ -42,6 +42,51 @@ func (s *Server) ClientSecrets(clientID string) []string {
 	return append([]string(nil), s.clients[clientID]...)
 }
 
+// secretProblem is why a manage-secret call is refused.
+type secretProblem int
+
+const (
+	secretOK secretProblem = iota
+	secretAtCap
+	secretNotFound // no secret given to delete, or not a current one
+	secretLast
+	secretBadMode
+)
+
+// applySecretMode applies Snyk's manage-secret rules (service accounts and
+// app installs alike) to clientID's secrets: create adds one beside the
+// others (at most maxSecrets), replace leaves one new secret, delete removes
+// one by value but never the last. It returns the new secret of create and
+// replace, mint's, and the secrets it invalidated. s.mu must be held.
+func (s *Server) applySecretMode(clientID, mode, secret string, mint func() string) (created string, revoked []string, problem secretProblem) {
+	secrets := s.clients[clientID]
+	switch mode {
+	case "create":
+		if len(secrets) >= maxSecrets {
+			return "", nil, secretAtCap
+		}
+		created = mint()
+		s.clients[clientID] = append(slices.Clone(secrets), created)
+	case "replace":
+		created = mint()
+		s.clients[clientID] = []string{created}
+		revoked = secrets
+	case "delete":
+		i := slices.Index(secrets, secret)
+		switch {
+		case secret == "" || i < 0:
+			return "", nil, secretNotFound
+		case len(secrets) == 1:
+			return "", nil, secretLast
+		}
+		s.clients[clientID] = slices.Delete(slices.Clone(secrets), i, i+1)
+		revoked = secrets[i : i+1]
+	default:
+		return "", nil, secretBadMode
+	}
+	return created, revoked, secretOK
+}
+
 // handleSASecrets manages a service account's secrets: mode create adds one
 // (at most two), delete removes one by value (never the last), replace
 // leaves exactly one new secret.
@@ -68,33 +113,22 @@ func (s *Server) handleSASecrets(scope string) http.HandlerFunc {
 			restError(w, http.StatusNotFound, "Service account not found", "")
 			return
 		}
-		secrets := s.clients[sa.clientID]
-		var created string
-		switch req.Data.Attributes.Mode {
-		case "create":
-			if len(secrets) >= maxSecrets {
-				restError(w, http.StatusBadRequest, fmt.Sprintf("A maximum of %d secrets can exist at a time", maxSecrets), "")
-				return
-			}
-			created = "snyk_cs_" + randomHex(16) + "_v1"
-			s.known = append(s.known, created)
-			s.clients[sa.clientID] = append(secrets, created)
-		case "replace":
-			created = "snyk_cs_" + randomHex(16) + "_v1"
-			s.known = append(s.known, created)
-			s.clients[sa.clientID] = []string{created}
-		case "delete":
-			i := slices.Index(secrets, req.Data.Attributes.Secret)
-			switch {
-			case req.Data.Attributes.Secret == "" || i < 0:
-				restError(w, http.StatusBadRequest, "The secret to delete was not found", "")
-				return
-			case len(secrets) == 1:
-				restError(w, http.StatusBadRequest, "At least one secret must remain per service account", "")
-				return
-			}
-			s.clients[sa.clientID] = slices.Delete(slices.Clone(secrets), i, i+1)
-		default:
+		created, _, problem := s.applySecretMode(sa.clientID, req.Data.Attributes.Mode, req.Data.Attributes.Secret, func() string {
+			v := "snyk_cs_" + randomHex(16) + "_v1"
+			s.known = append(s.known, v)
+			return v
+		})
+		switch problem {
+		case secretAtCap:
+			restError(w, http.StatusBadRequest, fmt.Sprintf("A maximum of %d secrets can exist at a time", maxSecrets), "")
+			return
+		case secretNotFound:
+			restError(w, http.StatusBadRequest, "The secret to delete was not found", "")
+			return
+		case secretLast:
+			restError(w, http.StatusBadRequest, "At least one secret must remain per service account", "")
+			return
+		case secretBadMode:
 			restError(w, http.StatusBadRequest, "mode must be one of create, delete, replace", "mode")
 			return
 		}

@@ -71,10 +71,8 @@ func (s *Server) ReplaceInstallSecretOutsideVault(installID string) string {
 
 // replaceInstallSecret leaves one new secret. s.mu must be held.
 func (s *Server) replaceInstallSecret(in *ubInstall) string {
-	old := s.clients[in.clientID]
-	v := s.newInstallSecret()
-	s.clients[in.clientID] = []string{v}
-	s.secretsRevoked(in.clientID, old)
+	v, revoked, _ := s.applySecretMode(in.clientID, "replace", "", s.newInstallSecret)
+	s.secretsRevoked(in.clientID, revoked)
 	return v
 }
 
@@ -131,43 +129,36 @@ func (s *Server) handleInstallSecrets(w http.ResponseWriter, r *http.Request) {
 		restError(w, http.StatusNotFound, "Install not found", "")
 		return
 	}
-	secrets := s.clients[in.clientID]
-	var created string
-	switch mode := req.Data.Attributes.Mode; mode {
-	case "create":
-		if len(secrets) >= maxSecrets {
-			// Snyk documents the words; the status is a switch (409 by
-			// default, which the specification lists).
-			restError(w, s.behaviour.InstallSecretCapStatus, s.behaviour.InstallSecretCapMessage, "")
-			return
-		}
-		created = s.newInstallSecret()
-		s.clients[in.clientID] = append(slices.Clone(secrets), created)
-		in.creates++
-	case "replace":
-		created = s.replaceInstallSecret(in)
-		in.replaces++
-	case "delete":
-		i := slices.Index(secrets, req.Data.Attributes.Secret)
-		switch {
-		case req.Data.Attributes.Secret == "":
+	created, revoked, problem := s.applySecretMode(in.clientID, req.Data.Attributes.Mode, req.Data.Attributes.Secret, s.newInstallSecret)
+	switch problem {
+	case secretAtCap:
+		// Snyk documents the words; the status is a switch (409 by
+		// default, which the specification lists).
+		restError(w, s.behaviour.InstallSecretCapStatus, s.behaviour.InstallSecretCapMessage, "")
+		return
+	case secretNotFound:
+		if req.Data.Attributes.Secret == "" {
 			ubError(w, badField("/data/attributes/secret", "secret is required to delete a secret"))
 			return
-		case i < 0:
-			// The value is not echoed: it may be a live secret of
-			// something else.
-			ubError(w, badField("/data/attributes/secret", "the secret to delete is not a current secret of this install"))
-			return
-		case len(secrets) == 1:
-			ubError(w, badField("/data/attributes/secret", "the last secret of an install cannot be deleted"))
-			return
 		}
-		s.clients[in.clientID] = slices.Delete(slices.Clone(secrets), i, i+1)
-		s.secretsRevoked(in.clientID, secrets[i:i+1])
-		in.deletes++
-	default:
+		// The value is not echoed: it may be a live secret of something else.
+		ubError(w, badField("/data/attributes/secret", "the secret to delete is not a current secret of this install"))
+		return
+	case secretLast:
+		ubError(w, badField("/data/attributes/secret", "the last secret of an install cannot be deleted"))
+		return
+	case secretBadMode:
 		ubError(w, badField("/data/attributes/mode", "mode must be one of create, delete, replace"))
 		return
+	}
+	s.secretsRevoked(in.clientID, revoked)
+	switch req.Data.Attributes.Mode {
+	case "create":
+		in.creates++
+	case "replace":
+		in.replaces++
+	case "delete":
+		in.deletes++
 	}
 	attrs := map[string]any{"client_id": in.clientID, "installed_at": in.installedAt.Format(time.RFC3339)}
 	if created != "" {
