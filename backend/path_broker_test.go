@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -382,5 +383,44 @@ func TestSideEffectPathsAreForwarded(t *testing.T) {
 	}
 	if seen != 7 {
 		t.Errorf("checked %d operations, want 7", seen)
+	}
+}
+
+// countingSystemView counts the plugin's LocalMount questions to Vault.
+type countingSystemView struct {
+	logical.StaticSystemView
+	localMountCalls atomic.Int64
+}
+
+func (v *countingSystemView) LocalMount() bool {
+	v.localMountCalls.Add(1)
+	return v.StaticSystemView.LocalMount()
+}
+
+// Broker reads do not ask Vault whether the mount is local each time: from a
+// plugin every question is a gRPC round trip, and the answer never changes.
+func TestBrokerReadsAskLocalMountOnce(t *testing.T) {
+	env := newTestEnv(t)
+	view := &countingSystemView{StaticSystemView: logical.StaticSystemView{LocalMountVal: true, DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 24 * time.Hour}}
+	retry := env.retry
+	b := newBackend(Options{Now: env.clock.Now, Retry: &retry, NoTicker: true})
+	conf := logical.TestBackendConfig()
+	conf.StorageView = env.view
+	conf.System = view
+	if err := b.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	env.b = b
+	env.configure(nil)
+	env.snyk.AddIntegration(testOrgID, "github", false)
+	env.mustOK(logical.CreateOperation, "integrations/"+testOrgID+"/github", env.integrationData("github"))
+	for i := 0; i < 20; i++ {
+		env.mustOK(logical.ReadOperation, "broker/"+testOrgID+"/github", nil)
+	}
+	if !b.System().LocalMount() {
+		t.Error("the remembered answer differs from Vault's")
+	}
+	if got := view.localMountCalls.Load(); got != 1 {
+		t.Fatalf("Vault was asked LocalMount %d times over 20 broker reads; want once for the backend's life", got)
 	}
 }
