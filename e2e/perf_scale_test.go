@@ -19,15 +19,18 @@ import (
 // latency, CPU per idle tick at 1 and 10,000 integrations, the storm's drain
 // rate against the configured budget, and storage per integration.
 //
-// A Snyk org has at most one integration per SCM type, so 10,000
-// integrations need 2,000 orgs (5 SCMs each): 1,600 of them in 20 groups,
-// and 400 outside any group, whose 2,000 integrations fall due at once (a
-// group serializes its rotations: one provisional token per group).
+// A Snyk org has at most one integration per SCM type: 8,000 integrations
+// are 1,600 orgs in 20 groups with all 5 SCMs each, and the storm set is
+// 2,000 orgs outside any group with one integration each, all due at once.
+// The storm set needs a Snyk provisional-token slot per integration: Snyk
+// allows one provisional token per group, so the engine serializes a
+// group's rotations (and an ungrouped org's), and a storm inside a few
+// groups drains at the pace of their switches, whatever the budget.
 func TestPerformanceScale(t *testing.T) {
 	perfEnabled(t)
 	const (
-		orgs, grouped, groups = 2000, 1600, 20
-		budget                = 1800 // Snyk requests per minute for the storm
+		grouped, groups, stormOrgs = 1600, 20, 2000
+		budget                     = 1800 // Snyk requests per minute for the storm
 	)
 	kinds := []string{"github", "github-enterprise", "gitlab", "azure-repos", "bitbucket-server"}
 	s := perfStack(t, raftStorage, map[string]interface{}{
@@ -52,9 +55,10 @@ func TestPerformanceScale(t *testing.T) {
 	idleTick("1 config, 0 integrations")
 
 	// The storm set falls due at one instant: created with a daily
-	// schedule whose provision time is 90 s from now, after every create.
+	// schedule whose provision time is 150 s from now, after every create,
+	// and whose switch comes after the provisions have drained.
 	now := time.Now().UTC()
-	switchAt := now.Add(4 * time.Minute).Truncate(time.Minute)
+	switchAt := now.Add(6 * time.Minute).Truncate(time.Minute)
 	dueAt := now.Add(150 * time.Second)
 	ahead := switchAt.Sub(dueAt).Round(time.Second)
 	storm := map[string]interface{}{
@@ -101,16 +105,18 @@ func TestPerformanceScale(t *testing.T) {
 			}
 		}()
 	}
-	for n := 0; n < orgs; n++ {
+	for n := 0; n < grouped+stormOrgs; n++ {
 		org := newUUID(t)
-		group := ""
+		group, orgKinds := "", kinds
 		if n < grouped {
 			group = fmt.Sprintf("7d3f0a52-1c4e-4b9a-9e2d-%012d", n%groups)
+		} else {
+			orgKinds = kinds[n%len(kinds) : n%len(kinds)+1]
 		}
 		if err := s.sim.adminDo("POST", "/orgs", map[string]string{"org_id": org, "group_id": group, "name": fmt.Sprintf("org %d", n)}, nil); err != nil {
 			t.Fatal(err)
 		}
-		for _, kind := range kinds {
+		for _, kind := range orgKinds {
 			id, _ := s.sim.addIntegration(t, org, kind, false)
 			jobs <- job{name: fmt.Sprintf("o%04d", n), org: org, kind: kind, id: id, storm: n >= grouped}
 		}
@@ -144,7 +150,7 @@ func TestPerformanceScale(t *testing.T) {
 	time.Sleep(time.Until(dueAt))
 	var maxRSS int64
 	var firstAt, lastAt time.Time
-	stormSet := int64((orgs - grouped) * len(kinds))
+	stormSet := int64(stormOrgs)
 	err := waitFor(10*time.Minute, time.Second, func() (bool, error) {
 		maxRSS = max(maxRSS, procRSSKB(pid()))
 		n := int64(s.sim.calls(t, "snyk")[provisionRoute] - provisionsBefore)
