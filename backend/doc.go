@@ -48,6 +48,7 @@
 //	path_status.go, metrics.go       snyk/status and snyk/metrics (Prometheus text)
 //	integration_cache.go             decoded integrations for reads, and the storage wrapper every write goes through
 //	integration_index.go             which entry manages an integration ID or owns a token, without reading them all
+//	integration_scan.go              reading every stored integration, eight reads in flight
 //	system_view.go                   Vault's system view, with the mount's local flag remembered (one gRPC round trip less per broker read)
 //	universal_deployment.go          a Universal Broker deployment: the stored entry and its status
 //	universal_input.go               deployment and credential fields, and how a write applies them

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -250,57 +249,4 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-// listIntegrations loads every stored integration; an unreadable one fails
-// the whole list.
-func listIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEntry, error) {
-	return loadIntegrations(ctx, s, false)
-}
-
-// listReadableIntegrations loads every stored integration this version can
-// read, skipping entries that are corrupt or of a newer storage format: a
-// mount-wide check made while creating one integration must not fail because
-// of another, unreadable one (which cannot rotate anything either).
-func listReadableIntegrations(ctx context.Context, s logical.Storage) ([]*integrationEntry, error) {
-	return loadIntegrations(ctx, s, true)
-}
-
-func loadIntegrations(ctx context.Context, s logical.Storage, skipUnreadable bool) ([]*integrationEntry, error) {
-	keys, err := listIntegrationKeys(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*integrationEntry, 0, len(keys))
-	for _, key := range keys {
-		name, kind := splitQueueKey(key)
-		e, err := getIntegration(ctx, s, name, kind)
-		switch {
-		case skipUnreadable && errors.Is(err, errCorruptEntry):
-			continue
-		case err != nil:
-			return nil, err
-		case e != nil:
-			out = append(out, e)
-		}
-	}
-	return out, nil
-}
-
-func listIntegrationKeys(ctx context.Context, s logical.Storage) ([]string, error) {
-	orgs, err := s.List(ctx, integrationStoragePrefix)
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	for _, org := range orgs {
-		scms, err := s.List(ctx, integrationStoragePrefix+org)
-		if err != nil {
-			return nil, err
-		}
-		for _, kind := range scms {
-			keys = append(keys, strings.TrimSuffix(org, "/")+"/"+kind)
-		}
-	}
-	return keys, nil
 }

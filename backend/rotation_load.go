@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -90,7 +89,10 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge ti
 	if err != nil {
 		return err
 	}
-	keys, err := listIntegrationKeys(ctx, s)
+	entries, err := getIntegrations(ctx, s, func(key string, err error) {
+		// Retrying cannot help; every other integration still rotates.
+		m.b.log().Error("could not load integration for rotation", "integration", key, "error", err)
+	})
 	if err != nil {
 		return err
 	}
@@ -105,21 +107,12 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge ti
 		// Schedules are still known; processing waits for a credential.
 		cfg = defaultConfig()
 	}
-	for _, key := range keys {
-		name, kind := splitQueueKey(key)
-		e, err := getIntegration(ctx, s, name, kind)
-		switch {
-		case errors.Is(err, errCorruptEntry):
-			// Retrying cannot help; every other integration still rotates.
-			m.b.log().Error("could not load integration for rotation", "integration", key, "error", err)
-			continue
-		case err != nil:
-			return err
-		case e == nil:
+	for _, e := range entries {
+		if e == nil {
 			continue
 		}
 		if e.ProvisionalToken != "" {
-			m.hold(laneKey(e), key)
+			m.hold(laneKey(e), queueKey(e.Name, e.SCM))
 		}
 		m.schedule(e, cfg)
 	}
@@ -130,6 +123,6 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge ti
 	if stored, err := getConfig(ctx, s); err == nil {
 		m.scheduleRootRotation(stored)
 	}
-	m.b.log().Info("rotation engine loaded", "integrations", len(keys), "universal_deployments", deployments, "queued", m.queueLen())
+	m.b.log().Info("rotation engine loaded", "integrations", len(entries), "universal_deployments", deployments, "queued", m.queueLen())
 	return nil
 }
