@@ -25,6 +25,10 @@ type engineMetrics struct {
 	// upstream counts answers by upstream ("snyk", or the SCM kind) and
 	// status ("0" when no answer came).
 	upstream map[[2]string]float64
+	// ticks and tickSeconds: the rotation loop's passes and the time they
+	// took. An idle pass must cost the same at 10 and at 10,000
+	// integrations; their ratio shows it on a live mount.
+	ticks, tickSeconds float64
 }
 
 func newEngineMetrics() *engineMetrics {
@@ -35,6 +39,14 @@ func (m *engineMetrics) upstreamAnswer(upstream string, status int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.upstream[[2]string{upstream, strconv.Itoa(status)}]++
+}
+
+// tick counts one pass of the rotation loop and how long it took.
+func (m *engineMetrics) tick(took time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ticks++
+	m.tickSeconds += took.Seconds()
 }
 
 // rotationEvent counts the rotation steps the engine announces as events.
@@ -89,6 +101,8 @@ func (m *engineMetrics) exposition(entries []*integrationEntry, universalAttenti
 		counterFamily("snyk_broker_provisions_total", "Provisional Broker tokens obtained by rotations since the plugin started.", m.provisions),
 		counterFamily("snyk_broker_switches_total", "Broker token switches since the plugin started.", m.switches),
 		counterFamily("snyk_broker_rotation_failures_total", "Failed rotation steps since the plugin started.", m.failures),
+		counterFamily("snyk_rotation_ticks_total", "Passes of the rotation loop since the plugin started.", m.ticks),
+		counterFamily("snyk_rotation_tick_seconds_total", "Time the rotation loop's passes took, from popping what is due to the last step's end.", m.tickSeconds),
 	}
 	upstream := family("snyk_broker_upstream_requests_total", "Requests to Snyk and the SCMs by answer status (0: no answer).", dto.MetricType_COUNTER)
 	for k, v := range m.upstream {

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -145,5 +146,36 @@ func TestMetricsAnnounceEveryFamily(t *testing.T) {
 		if !bytes.Contains(body, []byte("# TYPE "+name+" ")) {
 			t.Errorf("%s is not announced", name)
 		}
+	}
+}
+
+// TestMetricsCountRotationTicks: the running loop's passes and their time
+// are counters an operator can divide to see an idle pass's cost.
+func TestMetricsCountRotationTicks(t *testing.T) {
+	env := newTestEnv(t)
+	env.configure(nil)
+	b := env.startLoopBackend(5*time.Millisecond, nil)
+	defer b.Cleanup(context.Background())
+	counter := func(name string) float64 {
+		resp, err := b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "metrics", Storage: env.view})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parser := expfmt.NewTextParser(model.LegacyValidation)
+		families, err := parser.TextToMetricFamilies(bytes.NewReader(resp.Data[logical.HTTPRawBody].([]byte)))
+		if err != nil || families[name] == nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return families[name].Metric[0].Counter.GetValue()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for counter("snyk_rotation_ticks_total") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the loop ticked fewer than 3 times in 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := counter("snyk_rotation_tick_seconds_total"); s <= 0 {
+		t.Fatalf("ticks took %v s in all", s)
 	}
 }

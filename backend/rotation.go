@@ -54,6 +54,8 @@ type rotationManager struct {
 	// heldBy maps an integration to the lane whose slot it reserved or
 	// holds, so that it is released where it was taken.
 	heldBy map[string]string
+	// waitingOn maps an integration to the lane whose waiters it is among.
+	waitingOn map[string]string
 	// unsaved holds entries whose Snyk result (a provisional token, a
 	// switch) could not be stored; they are stored before anything else
 	// happens to them.
@@ -91,7 +93,7 @@ type rotationManager struct {
 }
 
 func newRotationManager(b *backend) *rotationManager {
-	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}, heldBy: map[string]string{}, unsaved: map[string]*integrationEntry{},
+	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}, heldBy: map[string]string{}, waitingOn: map[string]string{}, unsaved: map[string]*integrationEntry{},
 		unsavedUniversal: map[string]*universalEntry{}, wake: make(chan struct{}, 1), checking: map[string]bool{}, checkSlots: make(chan struct{}, defaultRotationWorkers)}
 }
 
@@ -133,7 +135,9 @@ func (m *rotationManager) start(s logical.Storage) {
 				}
 				t.Reset(m.sleepFor(tick))
 			case <-t.C:
+				began := time.Now()
 				m.tick(ctx)
+				m.b.metrics.tick(time.Since(began))
 				t.Reset(m.sleepFor(tick))
 			}
 		}

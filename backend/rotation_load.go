@@ -100,6 +100,7 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge ti
 	m.storage = s
 	m.queue = queue.New()
 	m.lanes = map[string]*lane{}
+	m.waitingOn = map[string]string{}
 	m.heldBy = map[string]string{}
 	// unsaved survives: a result kept in memory is still the newest copy.
 	m.mu.Unlock()
