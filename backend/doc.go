@@ -38,6 +38,7 @@
 //	rotation_lanes.go                one provisional token per Snyk group: reservations by key, waiters
 //	rotation_budget.go               the Snyk request budget and the 429 pause
 //	rotation_unsaved.go              results Snyk returned that storage refused, kept until stored
+//	kept_results.go                  the keep-until-stored map of rotation_unsaved.go and universal_unsaved.go
 //	rollback.go                      WAL entries and what recovery makes of each kind
 //	caller_errors.go                 Snyk refusals as 400s the operator can act on
 //	events.go                        rotation events

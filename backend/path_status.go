@@ -176,7 +176,7 @@ func (b *backend) statusEntries(ctx context.Context, s logical.Storage) ([]*inte
 		return nil, err
 	}
 	for i, e := range entries {
-		if kept := b.rotation.unsavedEntry(queueKey(e.Name, e.SCM)); kept != nil {
+		if kept := b.rotation.unsaved.get(queueKey(e.Name, e.SCM)); kept != nil {
 			entries[i] = kept
 		}
 	}

@@ -115,7 +115,7 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	var msg string
 	switch kind {
 	case walKindProvision:
-		if b.rotation.unsavedEntry(queueKey(w.Name, w.SCM)) != nil {
+		if b.rotation.unsaved.get(queueKey(w.Name, w.SCM)) != nil {
 			// The token is kept in memory until storage takes it; the entry
 			// stays as the record should this process die first.
 			return fmt.Errorf("the result of this call is not stored yet")
@@ -130,7 +130,7 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		}
 		msg = "enabling Broker was interrupted; the integration may now be brokered with a token Vault never stored: write the integration again to adopt it"
 	case walKindSCMRotate:
-		if b.rotation.unsavedEntry(queueKey(w.Name, w.SCM)) != nil {
+		if b.rotation.unsaved.get(queueKey(w.Name, w.SCM)) != nil {
 			return fmt.Errorf("the rotated GitLab token is not stored yet")
 		}
 		if e == nil || e.SCMRotatedAt.After(w.StartedAt) || fingerprint(e.SCMToken) != w.SCMFingerprint {

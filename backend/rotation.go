@@ -56,13 +56,13 @@ type rotationManager struct {
 	heldBy map[string]string
 	// waitingOn maps an integration to the lane whose waiters it is among.
 	waitingOn map[string]string
-	// unsaved holds entries whose Snyk result (a provisional token, a
+	// unsaved holds integrations whose Snyk result (a provisional token, a
 	// switch) could not be stored; they are stored before anything else
-	// happens to them.
-	unsaved map[string]*integrationEntry
+	// happens to them (rotation_unsaved.go).
+	unsaved *keptResults[integrationEntry]
 	// unsavedUniversal is the same for Universal Broker deployments, by name
 	// (universal_unsaved.go).
-	unsavedUniversal map[string]*universalEntry
+	unsavedUniversal *keptResults[universalEntry]
 	// limiter is the mount's Snyk request budget; pausedUntil stops every
 	// background call after a 429 (rotation_budget.go).
 	limiter     *rate.Limiter
@@ -93,8 +93,8 @@ type rotationManager struct {
 }
 
 func newRotationManager(b *backend) *rotationManager {
-	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}, heldBy: map[string]string{}, waitingOn: map[string]string{}, unsaved: map[string]*integrationEntry{},
-		unsavedUniversal: map[string]*universalEntry{}, wake: make(chan struct{}, 1), checking: map[string]bool{}, checkSlots: make(chan struct{}, defaultRotationWorkers)}
+	return &rotationManager{b: b, queue: queue.New(), lanes: map[string]*lane{}, heldBy: map[string]string{}, waitingOn: map[string]string{}, unsaved: newKeptResults((*integrationEntry).clone, putIntegration),
+		unsavedUniversal: newKeptResults((*universalEntry).clone, putUniversal), wake: make(chan struct{}, 1), checking: map[string]bool{}, checkSlots: make(chan struct{}, defaultRotationWorkers)}
 }
 
 // queueKey names an integration in the queue and in lanes.

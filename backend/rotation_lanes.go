@@ -225,7 +225,7 @@ func (m *rotationManager) forget(key string) {
 	_, _ = m.queue.PopByKey(key)
 	_, _ = m.queue.PopByKey(scmCheckKey(key))
 	_, _ = m.queue.PopByKey(scmRotateKey(key))
-	delete(m.unsaved, key)
+	m.unsaved.drop(key)
 	m.releaseLocked(key)
 	m.stopWaitingLocked(key)
 }
@@ -308,7 +308,7 @@ func (m *rotationManager) checkLanes(ctx context.Context, s logical.Storage) {
 		if err != nil {
 			continue
 		}
-		if kept := m.unsavedEntry(snap.holder); kept != nil {
+		if kept := m.unsaved.get(snap.holder); kept != nil {
 			holder = kept
 		}
 		switch {

@@ -268,7 +268,7 @@ func (env *testEnv) laneProblem() string {
 	holders := map[string]string{}
 	for _, e := range entries {
 		key := queueKey(e.Name, e.SCM)
-		if kept := m.unsavedEntry(key); kept != nil {
+		if kept := m.unsaved.get(key); kept != nil {
 			e = kept
 		}
 		if e.ProvisionalToken != "" {

@@ -26,9 +26,7 @@ func (m *rotationManager) keepUnsaved(key string, e *integrationEntry, cause *er
 		kept.LastRotationError = fmt.Sprintf("%s: Snyk switched the token but storing the switch failed (%v); Vault kept it and stored it once storage answered",
 			now, cause.err)
 	}
-	m.mu.Lock()
-	m.unsaved[key] = &kept
-	m.mu.Unlock()
+	m.unsaved.keep(key, &kept)
 	m.b.log().Error("a Snyk result could not be stored; it is kept in memory and stored when storage answers", "integration", key, "step", cause.step, "error", cause.err)
 }
 
@@ -36,32 +34,12 @@ func (m *rotationManager) keepUnsaved(key string, e *integrationEntry, cause *er
 // succeeds, nothing may act on the stored copy, which the kept one
 // supersedes. The caller holds the integration lock.
 func (m *rotationManager) flushUnsaved(ctx context.Context, s logical.Storage, key string) error {
-	m.mu.Lock()
-	e := m.unsaved[key]
-	m.mu.Unlock()
-	if e == nil {
-		return nil
-	}
-	if err := putIntegration(ctx, s, e); err != nil {
+	stored, err := m.unsaved.store(ctx, s, key)
+	if err != nil {
 		return fmt.Errorf("the last Snyk result for %s is not stored yet (storage: %w); retry shortly", key, err)
 	}
-	m.mu.Lock()
-	if m.unsaved[key] == e {
-		delete(m.unsaved, key)
-	}
-	m.mu.Unlock()
-	m.b.log().Info("stored a Snyk result kept in memory", "integration", key)
-	return nil
-}
-
-// unsavedEntry returns the kept entry for key, for reads: it is newer than
-// the stored one.
-func (m *rotationManager) unsavedEntry(key string) *integrationEntry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e := m.unsaved[key]; e != nil {
-		c := *e
-		return &c
+	if stored {
+		m.b.log().Info("stored a Snyk result kept in memory", "integration", key)
 	}
 	return nil
 }
@@ -69,7 +47,7 @@ func (m *rotationManager) unsavedEntry(key string) *integrationEntry {
 // currentIntegration reads an integration as the engine knows it: a Snyk
 // result kept in memory because storage failed is newer than the stored copy.
 func (b *backend) currentIntegration(ctx context.Context, s logical.Storage, name, scmKind string) (*integrationEntry, error) {
-	if e := b.rotation.unsavedEntry(queueKey(name, scmKind)); e != nil {
+	if e := b.rotation.unsaved.get(queueKey(name, scmKind)); e != nil {
 		return e, nil
 	}
 	return b.cachedIntegration(ctx, s, name, scmKind)

@@ -98,7 +98,7 @@ func (env *testEnv) storageConsistent(when string) {
 	}
 	for _, e := range entries {
 		key := e.Name + "/" + e.SCM
-		if kept := env.b.rotation.unsavedEntry(key); kept != nil {
+		if kept := env.b.rotation.unsaved.get(key); kept != nil {
 			e = kept
 		}
 		served := e.servedToken()

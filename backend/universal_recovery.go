@@ -25,7 +25,7 @@ func (b *backend) universalSecretRollback(ctx context.Context, s logical.Storage
 	}
 	unlock := b.lockUniversal(w.Name)
 	defer unlock()
-	if b.rotation.unsavedUniversalEntry(w.Name) != nil {
+	if b.rotation.unsavedUniversal.get(w.Name) != nil {
 		// The secret is kept in memory until storage takes it; the entry
 		// stays as the record should this process die first.
 		return fmt.Errorf("the client secret this call created is not stored yet")

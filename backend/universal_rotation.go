@@ -129,7 +129,7 @@ func (m *rotationManager) forgetUniversal(name string) {
 	defer m.mu.Unlock()
 	_, _ = m.queue.PopByKey(universalRotatePrefix + name)
 	_, _ = m.queue.PopByKey(universalCheckPrefix + name)
-	delete(m.unsavedUniversal, name)
+	m.unsavedUniversal.drop(name)
 }
 
 // processUniversal takes one due deployment one step further.

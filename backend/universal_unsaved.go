@@ -17,49 +17,29 @@ import (
 
 // keepUniversal remembers e, whose Snyk result could not be stored.
 func (m *rotationManager) keepUniversal(e *universalEntry, cause *errNotStored) {
-	kept := e.clone()
+	kept := *e
 	kept.LastRotationError = fmt.Sprintf("%s: Snyk created the next client secret but storing it failed (%v); Vault keeps it and stores it once storage answers",
 		m.b.now().UTC().Format(time.RFC3339), cause.err)
-	m.mu.Lock()
-	m.unsavedUniversal[e.Name] = kept
-	m.mu.Unlock()
+	m.unsavedUniversal.keep(e.Name, &kept)
 	m.b.log().Error("a client secret Snyk created could not be stored; it is kept in memory and stored when storage answers", "deployment", e.Name, "error", cause.err)
 }
 
 // flushUniversal stores the entry keepUniversal kept for name, if any. The
 // caller holds the deployment's lock.
 func (m *rotationManager) flushUniversal(ctx context.Context, s logical.Storage, name string) error {
-	m.mu.Lock()
-	e := m.unsavedUniversal[name]
-	m.mu.Unlock()
-	if e == nil {
-		return nil
-	}
-	if err := putUniversal(ctx, s, e); err != nil {
+	stored, err := m.unsavedUniversal.store(ctx, s, name)
+	if err != nil {
 		return fmt.Errorf("the last Snyk result for universal/%s is not stored yet (storage: %w); retry shortly", name, err)
 	}
-	m.mu.Lock()
-	if m.unsavedUniversal[name] == e {
-		delete(m.unsavedUniversal, name)
-	}
-	m.mu.Unlock()
-	m.b.log().Info("stored a client secret kept in memory", "deployment", name)
-	return nil
-}
-
-// unsavedUniversalEntry returns a copy of the kept entry for name, if any.
-func (m *rotationManager) unsavedUniversalEntry(name string) *universalEntry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e := m.unsavedUniversal[name]; e != nil {
-		return e.clone()
+	if stored {
+		m.b.log().Info("stored a client secret kept in memory", "deployment", name)
 	}
 	return nil
 }
 
 // currentUniversal reads a deployment as the engine knows it, for reads.
 func (b *backend) currentUniversal(ctx context.Context, s logical.Storage, name string) (*universalEntry, error) {
-	if e := b.rotation.unsavedUniversalEntry(name); e != nil {
+	if e := b.rotation.unsavedUniversal.get(name); e != nil {
 		return e, nil
 	}
 	return getUniversal(ctx, s, name)
