@@ -25,14 +25,21 @@ type engineMetrics struct {
 	// upstream counts answers by upstream ("snyk", or the SCM kind) and
 	// status ("0" when no answer came).
 	upstream map[[2]string]float64
-	// ticks and tickSeconds: the rotation loop's passes and the time they
-	// took. An idle pass must cost the same at 10 and at 10,000
-	// integrations; their ratio shows it on a live mount.
-	ticks, tickSeconds float64
+	// tickBuckets counts the rotation loop's passes by duration (cumulative,
+	// as Prometheus histograms are, by tickBounds); tickSeconds is their sum.
+	// An idle pass must cost the same at 10 and at 10,000 integrations, and
+	// a pass that waits on slow steps shows in the upper buckets.
+	tickBuckets []uint64
+	ticks       uint64
+	tickSeconds float64
 }
 
+// tickBounds are the upper bounds, in seconds, of the tick histogram's
+// buckets: from an idle pass (microseconds) to one waiting on Snyk calls.
+var tickBounds = []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 1e-3, 10e-3, 0.1, 1, 10, 60}
+
 func newEngineMetrics() *engineMetrics {
-	return &engineMetrics{upstream: map[[2]string]float64{}}
+	return &engineMetrics{upstream: map[[2]string]float64{}, tickBuckets: make([]uint64, len(tickBounds))}
 }
 
 func (m *engineMetrics) upstreamAnswer(upstream string, status int) {
@@ -47,6 +54,11 @@ func (m *engineMetrics) tick(took time.Duration) {
 	defer m.mu.Unlock()
 	m.ticks++
 	m.tickSeconds += took.Seconds()
+	for i, bound := range tickBounds {
+		if took.Seconds() <= bound {
+			m.tickBuckets[i]++
+		}
+	}
 }
 
 // rotationEvent counts the rotation steps the engine announces as events.
@@ -101,8 +113,7 @@ func (m *engineMetrics) exposition(entries []*integrationEntry, universalAttenti
 		counterFamily("snyk_broker_provisions_total", "Provisional Broker tokens obtained by rotations since the plugin started.", m.provisions),
 		counterFamily("snyk_broker_switches_total", "Broker token switches since the plugin started.", m.switches),
 		counterFamily("snyk_broker_rotation_failures_total", "Failed rotation steps since the plugin started.", m.failures),
-		counterFamily("snyk_rotation_ticks_total", "Passes of the rotation loop since the plugin started.", m.ticks),
-		counterFamily("snyk_rotation_tick_seconds_total", "Time the rotation loop's passes took, from popping what is due to the last step's end.", m.tickSeconds),
+		m.tickHistogram(),
 	}
 	upstream := family("snyk_broker_upstream_requests_total", "Requests to Snyk and the SCMs by answer status (0: no answer).", dto.MetricType_COUNTER)
 	for k, v := range m.upstream {
@@ -137,6 +148,18 @@ func (m *engineMetrics) exposition(entries []*integrationEntry, universalAttenti
 		}
 	}
 	return buf.Bytes(), nil
+}
+
+// tickHistogram is the rotation loop's passes by duration. The caller holds
+// m.mu.
+func (m *engineMetrics) tickHistogram() *dto.MetricFamily {
+	f := family("snyk_rotation_tick_duration_seconds", "Passes of the rotation loop since the plugin started, by how long each took (popping what is due to the last step's end).", dto.MetricType_HISTOGRAM)
+	h := &dto.Histogram{SampleCount: proto.Uint64(m.ticks), SampleSum: proto.Float64(m.tickSeconds)}
+	for i, bound := range tickBounds {
+		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(bound), CumulativeCount: proto.Uint64(m.tickBuckets[i])})
+	}
+	f.Metric = []*dto.Metric{{Histogram: h}}
+	return f
 }
 
 func family(name, help string, typ dto.MetricType) *dto.MetricFamily {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -149,33 +150,45 @@ func TestMetricsAnnounceEveryFamily(t *testing.T) {
 	}
 }
 
-// TestMetricsCountRotationTicks: the running loop's passes and their time
-// are counters an operator can divide to see an idle pass's cost.
+// TestMetricsCountRotationTicks: the running loop's passes, by duration, as
+// a Prometheus histogram an operator can read an idle pass's cost from.
 func TestMetricsCountRotationTicks(t *testing.T) {
 	env := newTestEnv(t)
 	env.configure(nil)
 	b := env.startLoopBackend(5*time.Millisecond, nil)
 	defer b.Cleanup(context.Background())
-	counter := func(name string) float64 {
+	histogram := func() *dto.Histogram {
 		resp, err := b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "metrics", Storage: env.view})
 		if err != nil {
 			t.Fatal(err)
 		}
 		parser := expfmt.NewTextParser(model.LegacyValidation)
 		families, err := parser.TextToMetricFamilies(bytes.NewReader(resp.Data[logical.HTTPRawBody].([]byte)))
-		if err != nil || families[name] == nil {
-			t.Fatalf("%s: %v", name, err)
+		f := families["snyk_rotation_tick_duration_seconds"]
+		if err != nil || f == nil || f.GetType() != dto.MetricType_HISTOGRAM {
+			t.Fatalf("no tick histogram: %v", err)
 		}
-		return families[name].Metric[0].Counter.GetValue()
+		return f.Metric[0].Histogram
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for counter("snyk_rotation_ticks_total") < 3 {
+	h := histogram()
+	for h.GetSampleCount() < 3 {
 		if time.Now().After(deadline) {
 			t.Fatal("the loop ticked fewer than 3 times in 10 s")
 		}
 		time.Sleep(10 * time.Millisecond)
+		h = histogram()
 	}
-	if s := counter("snyk_rotation_tick_seconds_total"); s <= 0 {
-		t.Fatalf("ticks took %v s in all", s)
+	if h.GetSampleSum() <= 0 {
+		t.Fatalf("ticks took %v s in all", h.GetSampleSum())
+	}
+	last := h.Bucket[len(h.Bucket)-1]
+	if last.GetCumulativeCount() != h.GetSampleCount() {
+		t.Fatalf("the %v s bucket holds %d of %d passes", last.GetUpperBound(), last.GetCumulativeCount(), h.GetSampleCount())
+	}
+	for i := 1; i < len(h.Bucket); i++ {
+		if h.Bucket[i].GetCumulativeCount() < h.Bucket[i-1].GetCumulativeCount() {
+			t.Fatalf("buckets are not cumulative: %v", h.Bucket)
+		}
 	}
 }
