@@ -424,3 +424,39 @@ func TestBrokerReadsAskLocalMountOnce(t *testing.T) {
 		t.Fatalf("Vault was asked LocalMount %d times over 20 broker reads; want once for the backend's life", got)
 	}
 }
+
+// TestBrokerReadDuringARotationCall: reads never wait on a rotation. While a
+// switch's Snyk call is in flight, with the integration's lock held, a broker
+// read is answered at once with a token Snyk knows; the rotation finishes
+// after it.
+func TestBrokerReadDuringARotationCall(t *testing.T) {
+	env, integID := rotationEnv(t, nil)
+	env.snyk.Faults().Inject(snyktest.RouteSwitchToken, fault.Fault{Delay: 3 * time.Second, Times: 1})
+	rotated := make(chan error, 1)
+	go func() {
+		_, err := env.request(logical.UpdateOperation, "broker/"+testOrgID+"/github/rotate", nil)
+		rotated <- err
+	}()
+	for env.snyk.Faults().Calls(snyktest.RouteSwitchToken) == 0 {
+		select {
+		case err := <-rotated:
+			t.Fatalf("the rotation ended before its switch reached Snyk: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	served := env.broker()["broker_token"]
+	select {
+	case <-rotated:
+		t.Fatal("the read was answered only after the rotation's Snyk call: it waited on the rotation")
+	default:
+	}
+	if served != env.snyk.CurrentToken(integID) && served != env.snyk.ProvisionalToken(integID) {
+		t.Fatalf("served %v during the switch: neither current nor provisional at Snyk", served)
+	}
+	if err := <-rotated; err != nil {
+		t.Fatal(err)
+	}
+	if got := env.broker()["broker_token"]; got != env.snyk.CurrentToken(integID) {
+		t.Fatal("after the rotation, the read does not serve the switched token")
+	}
+}
