@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -78,4 +79,45 @@ func (s *cancelAfterGets) Get(_ context.Context, key string) (*logical.StorageEn
 
 func (s *cancelAfterGets) List(_ context.Context, prefix string) ([]string, error) {
 	return s.Storage.List(context.Background(), prefix)
+}
+
+// An integration created while the rotation engine loads (its scan under way)
+// is queued: the load's reset of the queue comes before the scan, so it
+// cannot wipe what a write queued meanwhile.
+func TestCreateDuringLoadIsQueued(t *testing.T) {
+	env, _ := rotationEnv(t, nil)
+	env.b.Cleanup(context.Background())
+	env.b = env.newBackend()
+	env.snyk.AddIntegration(testOtherOrgID, "github", false)
+	scanned := integrationStoragePrefix + testOrgID + "/github"
+	created := make(chan error, 1)
+	var once sync.Once
+	env.view.mu.Lock()
+	env.view.afterGet = func(key string) {
+		if key != scanned {
+			return
+		}
+		once.Do(func() {
+			// The scan has read its entry; a write comes in before the scan
+			// ends.
+			env.view.mu.Lock()
+			env.view.afterGet = nil
+			env.view.mu.Unlock()
+			resp, err := env.request(logical.CreateOperation, "integrations/"+testOtherOrgID+"/github", env.integrationData("github"))
+			if err == nil && resp != nil && resp.IsError() {
+				err = resp.Error()
+			}
+			created <- err
+		})
+	}
+	env.view.mu.Unlock()
+	env.initialize()
+	if err := <-created; err != nil {
+		t.Fatalf("create during the load: %v", err)
+	}
+	for _, name := range []string{testOrgID, testOtherOrgID} {
+		if !env.b.rotation.queued(queueKey(name, "github")) {
+			t.Errorf("%s/github is not queued after the load", name)
+		}
+	}
 }

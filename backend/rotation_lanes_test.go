@@ -291,15 +291,3 @@ func (env *testEnv) laneProblem() string {
 	}
 	return ""
 }
-
-// queued reports whether key is in the rotation queue.
-func (m *rotationManager) queued(key string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	item, err := m.queue.PopByKey(key)
-	if err != nil || item == nil {
-		return false
-	}
-	_ = m.queue.Push(item)
-	return true
-}

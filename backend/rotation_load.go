@@ -89,13 +89,9 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge ti
 	if err != nil {
 		return err
 	}
-	entries, err := getIntegrations(ctx, s, func(key string, err error) {
-		// Retrying cannot help; every other integration still rotates.
-		m.b.log().Error("could not load integration for rotation", "integration", key, "error", err)
-	})
-	if err != nil {
-		return err
-	}
+	// The queue is reset before the scan: a write made while the scan runs
+	// queues its integration in the new queue, and the scan's copy, which
+	// may be older, does not replace it.
 	m.mu.Lock()
 	m.storage = s
 	m.queue = queue.New()
@@ -104,6 +100,13 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge ti
 	m.heldBy = map[string]string{}
 	// unsaved survives: a result kept in memory is still the newest copy.
 	m.mu.Unlock()
+	entries, err := getIntegrations(ctx, s, func(key string, err error) {
+		// Retrying cannot help; every other integration still rotates.
+		m.b.log().Error("could not load integration for rotation", "integration", key, "error", err)
+	})
+	if err != nil {
+		return err
+	}
 	if cfg == nil {
 		// Schedules are still known; processing waits for a credential.
 		cfg = defaultConfig()
@@ -112,10 +115,16 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge ti
 		if e == nil {
 			continue
 		}
+		key := queueKey(e.Name, e.SCM)
 		if e.ProvisionalToken != "" {
-			m.hold(laneKey(e), queueKey(e.Name, e.SCM))
+			// Held even when a write queued it meanwhile: a slot held by an
+			// integration that switched since is freed by checkLanes, a slot
+			// missed would let its group provision twice.
+			m.hold(laneKey(e), key)
 		}
-		m.schedule(e, cfg)
+		if !m.queued(key) {
+			m.schedule(e, cfg)
+		}
 	}
 	deployments, err := m.loadUniversal(ctx, s, cfg)
 	if err != nil {
@@ -126,4 +135,16 @@ func (m *rotationManager) load(ctx context.Context, s logical.Storage, walAge ti
 	}
 	m.b.log().Info("rotation engine loaded", "integrations", len(entries), "universal_deployments", deployments, "queued", m.queueLen())
 	return nil
+}
+
+// queued reports whether key's rotation is in the queue.
+func (m *rotationManager) queued(key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	item, _ := m.queue.PopByKey(key)
+	if item == nil {
+		return false
+	}
+	_ = m.queue.Push(item)
+	return true
 }
