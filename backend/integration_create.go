@@ -220,23 +220,6 @@ func withWarnings(resp *logical.Response, warnings []string) *logical.Response {
 // entryManaging names the stored integration, other than e, that manages the
 // same Snyk integration ("" if none).
 func entryManaging(ctx context.Context, s logical.Storage, e *integrationEntry) (string, error) {
-	self := queueKey(e.Name, e.SCM)
-	if idx := indexOf(s); idx != nil {
-		id := strings.ToLower(e.IntegrationID)
-		keys, err := idx.find(ctx, s, func(key string, r indexRow) bool { return key != self && r.integrationID == id })
-		if err != nil || len(keys) == 0 {
-			return "", err
-		}
-		return keys[0], nil
-	}
-	entries, err := listReadableIntegrations(ctx, s)
-	if err != nil {
-		return "", err
-	}
-	for _, other := range entries {
-		if key := queueKey(other.Name, other.SCM); key != self && strings.EqualFold(other.IntegrationID, e.IntegrationID) {
-			return key, nil
-		}
-	}
-	return "", nil
+	self, id := queueKey(e.Name, e.SCM), strings.ToLower(e.IntegrationID)
+	return indexOf(s).first(ctx, s, func(key string, r indexRow) bool { return key != self && r.integrationID == id })
 }

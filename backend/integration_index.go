@@ -109,11 +109,21 @@ func (x *integrationIndex) find(ctx context.Context, s logical.Storage, match fu
 	return out, nil
 }
 
-// indexOf returns the index behind s, nil for a storage without one (unit
-// tests reading storage directly): callers then scan storage.
+// first returns the first key, in sorted order, of the rows match accepts,
+// "" when none does.
+func (x *integrationIndex) first(ctx context.Context, s logical.Storage, match func(key string, r indexRow) bool) (string, error) {
+	keys, err := x.find(ctx, s, match)
+	if err != nil || len(keys) == 0 {
+		return "", err
+	}
+	return keys[0], nil
+}
+
+// indexOf returns the index behind s. A storage without one (a unit test
+// reading storage directly) gets a fresh index, built by one scan.
 func indexOf(s logical.Storage) *integrationIndex {
 	if cs, ok := s.(cachingStorage); ok {
 		return cs.index
 	}
-	return nil
+	return newIntegrationIndex()
 }

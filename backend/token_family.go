@@ -62,43 +62,14 @@ func (b *backend) familyView(ctx context.Context, s logical.Storage, e *integrat
 // sharersOf lists the integrations sharing key's token. Computed, not
 // stored: a stored list would need the owner's and a sharer's locks at once.
 func sharersOf(ctx context.Context, s logical.Storage, key string) ([]string, error) {
-	if idx := indexOf(s); idx != nil {
-		return idx.find(ctx, s, func(_ string, r indexRow) bool { return r.tokenOwner == key })
-	}
-	entries, err := listIntegrations(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range entries {
-		if e.TokenOwner == key {
-			out = append(out, queueKey(e.Name, e.SCM))
-		}
-	}
-	return out, nil
+	return indexOf(s).find(ctx, s, func(_ string, r indexRow) bool { return r.tokenOwner == key })
 }
 
 // familyOwnerOfToken finds the integration that owns token (compared by
 // fingerprint, so that no comparison of secrets is ever logged), "" if none.
 func familyOwnerOfToken(ctx context.Context, s logical.Storage, token string) (string, error) {
 	want := fingerprint(token)
-	if idx := indexOf(s); idx != nil {
-		keys, err := idx.find(ctx, s, func(_ string, r indexRow) bool { return r.tokenOwner == "" && r.tokenFP == want })
-		if err != nil || len(keys) == 0 {
-			return "", err
-		}
-		return keys[0], nil
-	}
-	entries, err := listReadableIntegrations(ctx, s)
-	if err != nil {
-		return "", err
-	}
-	for _, e := range entries {
-		if e.TokenOwner == "" && e.CurrentToken != "" && fingerprint(e.CurrentToken) == want {
-			return queueKey(e.Name, e.SCM), nil
-		}
-	}
-	return "", nil
+	return indexOf(s).first(ctx, s, func(_ string, r indexRow) bool { return r.tokenOwner == "" && r.tokenFP == want })
 }
 
 func pathClone(b *backend) *framework.Path {
